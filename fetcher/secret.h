@@ -1,0 +1,42 @@
+// A string that holds a credential: not printable, not copyable, wiped when dropped.
+#pragma once
+
+#include <cstring>
+#include <string>
+#include <string_view>
+
+namespace irsafs {
+
+class Secret {
+ public:
+  Secret() = default;
+  explicit Secret(std::string value) : value_(std::move(value)) {}
+  Secret(const Secret&) = delete;
+  Secret& operator=(const Secret&) = delete;
+  Secret(Secret&& other) noexcept : value_(std::move(other.value_)) { other.wipe(); }
+  Secret& operator=(Secret&& other) noexcept {
+    if (this != &other) {
+      wipe();
+      value_ = std::move(other.value_);
+      other.wipe();
+    }
+    return *this;
+  }
+  ~Secret() { wipe(); }
+
+  // The only way to the value; callers must not copy it into logs or messages.
+  std::string_view reveal() const { return value_; }
+  bool empty() const { return value_.empty(); }
+
+  void wipe() {
+    // volatile writes so the compiler cannot drop them as dead stores.
+    volatile char* p = value_.data();
+    for (std::size_t i = 0; i < value_.size(); ++i) p[i] = 0;
+    value_.clear();
+  }
+
+ private:
+  std::string value_;
+};
+
+}  // namespace irsafs
