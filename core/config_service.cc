@@ -1,1 +1,400 @@
-// placeholder: being written
+#include "core/config_service.h"
+
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "fetcher/validator.h"
+
+namespace irsafs {
+namespace {
+
+std::string iso8601(WallTime t) {
+  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+double millis(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 0xf]);
+  }
+  return out;
+}
+
+const char* to_string(State s) {
+  switch (s) {
+    case State::kEmpty: return "empty";
+    case State::kFetching: return "fetching";
+    case State::kReady: return "ready";
+    case State::kError: return "error";
+  }
+  return "?";
+}
+
+const char* to_string(ContentSource s) { return s == ContentSource::kWrite ? "write" : "irsa-svc"; }
+
+ConfigService::ConfigService(ServiceOptions options, FetchLauncher& launcher, Clock& clock, Random& random)
+    : options_(options), launcher_(launcher), clock_(clock), random_(random), started_at_(clock.now()) {}
+
+ConfigService::~ConfigService() = default;
+
+void ConfigService::set_content_listener(std::function<void(const ContentPtr&, const ContentPtr&)> f) {
+  std::lock_guard lock(mu_);
+  on_content_ = std::move(f);
+}
+
+void ConfigService::set_wake_hook(std::function<void()> f) {
+  std::lock_guard lock(mu_);
+  wake_ = std::move(f);
+}
+
+void ConfigService::run(Effects& fx) {
+  // Order matters: the adapter must learn of a new version (and tell the kernel) before
+  // readers parked for it are answered.
+  std::function<void(const ContentPtr&, const ContentPtr&)> on_content;
+  std::function<void()> wake;
+  {
+    std::lock_guard lock(mu_);
+    on_content = on_content_;
+    wake = wake_;
+  }
+  if (fx.published && on_content) on_content(fx.published, fx.replaced);
+  for (auto& [waiter, outcome] : fx.replies) waiter(outcome);
+  if (fx.launch) {
+    launcher_.launch([this](FetchResult r) { on_fetch_done(std::move(r)); });
+  }
+  if (fx.wake && wake) wake();
+}
+
+std::optional<ReadOutcome> ConfigService::read(WaiterId id, Waiter waiter) {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    if (content_) return ReadOutcome{content_, 0, {}};
+    if (stopping_) return ReadOutcome{nullptr, EIO, "irsafs is shutting down"};
+    waiters_.emplace(id, Parked{std::move(waiter), clock_.now() + options_.read_deadline});
+    maybe_start_fetch_locked(fx);
+    fx.wake = true;
+  }
+  run(fx);
+  return std::nullopt;
+}
+
+bool ConfigService::cancel(WaiterId id) {
+  std::lock_guard lock(mu_);
+  return waiters_.erase(id) > 0;
+}
+
+ContentPtr ConfigService::current() const {
+  std::lock_guard lock(mu_);
+  return content_;
+}
+
+void ConfigService::maybe_start_fetch_locked(Effects& fx) {
+  if (content_ || fetching_ || stopping_ || waiters_.empty() || !sessions_.empty()) return;
+  if (hold_until_ && clock_.now() < *hold_until_) return;  // tick() starts it when due
+  start_fetch_locked(fx);
+}
+
+void ConfigService::start_fetch_locked(Effects& fx) {
+  fetching_ = true;
+  fetch_started_ = clock_.now();
+  ++fetches_;
+  fx.launch = true;
+}
+
+Duration ConfigService::hold_off_locked() {
+  const double growth = std::ldexp(1.0, std::clamp(consecutive_failures_ - 1, 0, 30));
+  const double window = std::min(static_cast<double>(options_.hold_off_cap.count()),
+                                 static_cast<double>(options_.hold_off_base.count()) * growth);
+  return Duration(static_cast<Duration::rep>(window * (0.5 + 0.5 * random_.uniform01())));
+}
+
+void ConfigService::publish_locked(std::string bytes, ContentSource source, Effects& fx) {
+  auto next = std::make_shared<Content>();
+  next->version = next_version_++;
+  next->sha256 = sha256_hex(bytes);
+  next->bytes = std::move(bytes);
+  next->source = source;
+  next->obtained_at = clock_.wall_now();
+  fx.replaced = content_;
+  content_ = next;
+  fx.published = next;
+  for (auto& [id, parked] : waiters_) fx.replies.emplace_back(std::move(parked.waiter), ReadOutcome{next, 0, {}});
+  waiters_.clear();
+}
+
+void ConfigService::fail_waiters_locked(int error, const std::string& why, Effects& fx) {
+  for (auto& [id, parked] : waiters_) fx.replies.emplace_back(std::move(parked.waiter), ReadOutcome{nullptr, error, why});
+  waiters_.clear();
+}
+
+void ConfigService::on_fetch_done(FetchResult result) {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    fetching_ = false;
+    requests_ += static_cast<std::uint64_t>(result.requests);
+    token_requests_ += static_cast<std::uint64_t>(result.token_requests);
+    last_fetch_duration_ = clock_.now() - fetch_started_;
+    const bool refresh = content_ != nullptr;
+    if (result.ok) {
+      consecutive_failures_ = 0;
+      hold_until_.reset();
+      last_success_at_ = clock_.wall_now();
+      if (content_ && content_->source == ContentSource::kWrite) {
+        spdlog::info("Fetched the AWS config in {} but discarded it: the content was written meanwhile",
+                     format_seconds(result.elapsed));
+      } else if (content_ && content_->bytes == result.content) {
+        spdlog::info("Refreshed the AWS config in {} with {} request(s): unchanged ({} bytes)",
+                     format_seconds(result.elapsed), result.requests, content_->bytes.size());
+      } else {
+        spdlog::info("{} the AWS config in {} with {} request(s): {} bytes", refresh ? "Refreshed" : "Fetched",
+                     format_seconds(result.elapsed), result.requests, result.content.size());
+        publish_locked(std::move(result.content), ContentSource::kIrsaSvc, fx);
+      }
+      if (options_.refresh_interval > Duration::zero() && content_->source == ContentSource::kIrsaSvc) {
+        next_refresh_ = clock_.now() + options_.refresh_interval;
+      }
+    } else {
+      ++fetch_failures_;
+      ++consecutive_failures_;
+      last_error_ = result.error;
+      last_error_at_ = clock_.wall_now();
+      if (!result.cancelled) {
+        const Duration wait = hold_off_locked();
+        hold_until_ = clock_.now() + wait;
+        if (refresh) {
+          spdlog::error("Cannot refresh the AWS config: {}; still serving version {}, next try in {}",
+                        result.error, content_->version, format_seconds(wait));
+          if (options_.refresh_interval > Duration::zero()) {
+            next_refresh_ = clock_.now() + std::min(options_.refresh_interval, wait);
+          }
+        } else {
+          spdlog::error("Cannot fetch the AWS config: {} ({} request(s) in {}); {} reader(s) get EIO",
+                        result.error, result.requests, format_seconds(result.elapsed), waiters_.size());
+        }
+      }
+      if (!content_) fail_waiters_locked(EIO, "fetch failed: " + result.error, fx);
+    }
+    fx.wake = true;
+  }
+  run(fx);
+}
+
+int ConfigService::truncate(std::uint64_t writer, std::uint64_t size) {
+  if (!options_.writable) return EROFS;
+  if (size > kMaxConfigBytes) return EFBIG;
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(writer);
+  if (it == sessions_.end()) {
+    // ftruncate without a prior write works on the current text, like on a regular file.
+    it = sessions_.emplace(writer, Session{size == 0 || !content_ ? std::string() : content_->bytes, {}}).first;
+  }
+  it->second.text.resize(size, '\0');
+  it->second.last_write = clock_.now();
+  return 0;
+}
+
+int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string_view data) {
+  if (!options_.writable) return EROFS;
+  if (offset + data.size() > kMaxConfigBytes) return EFBIG;
+  Effects fx;
+  int rc = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(writer);
+    if (it == sessions_.end()) {
+      // A write at 0 starts a session (O_TRUNC may have been folded away); elsewhere it edits
+      // the current text in place, as on a regular file.
+      it = sessions_.emplace(writer, Session{offset == 0 || !content_ ? std::string() : content_->bytes, {}}).first;
+    }
+    Session& s = it->second;
+    if (s.text.size() < offset + data.size()) s.text.resize(offset + data.size(), '\0');
+    s.text.replace(offset, data.size(), data);
+    s.last_write = clock_.now();
+    if (Validation v = validate_config_prefix(s.text); !v) {
+      ++writes_rejected_;
+      last_error_ = "write refused: not an AWS config: " + v.reason;
+      last_error_at_ = clock_.wall_now();
+      spdlog::error("Refused a write of {} bytes at offset {}: the text is not an AWS config ({})",
+                    data.size(), offset, v.reason);
+      sessions_.erase(it);
+      rc = EINVAL;
+      maybe_start_fetch_locked(fx);  // readers waiting on this writer fall back to a fetch
+    }
+    fx.wake = true;
+  }
+  run(fx);
+  return rc;
+}
+
+int ConfigService::commit_locked(std::uint64_t writer, Effects& fx) {
+  auto node = sessions_.extract(writer);
+  std::string text = std::move(node.mapped().text);
+  if (Validation v = validate_config(text); !v) {
+    ++writes_rejected_;
+    last_error_ = "write rejected: not an AWS config: " + v.reason;
+    last_error_at_ = clock_.wall_now();
+    spdlog::error("Rejected written text of {} bytes: not an AWS config ({}); content unchanged", text.size(),
+                  v.reason);
+    maybe_start_fetch_locked(fx);
+    return EINVAL;
+  }
+  ++writes_committed_;
+  if (content_ && content_->bytes == text) {
+    spdlog::debug("Written text equals version {}; nothing to change", content_->version);
+    return 0;
+  }
+  spdlog::info("Serving written content: {} bytes (irsa-svc will not be called for this mount)", text.size());
+  next_refresh_.reset();
+  publish_locked(std::move(text), ContentSource::kWrite, fx);
+  return 0;
+}
+
+std::optional<int> ConfigService::flush(std::uint64_t writer) {
+  Effects fx;
+  int rc = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!sessions_.contains(writer)) return std::nullopt;
+    rc = commit_locked(writer, fx);
+  }
+  run(fx);
+  return rc;
+}
+
+void ConfigService::prefetch() {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    if (content_ || fetching_ || stopping_) return;
+    start_fetch_locked(fx);
+  }
+  run(fx);
+}
+
+void ConfigService::refresh_now() {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    if (content_ && content_->source == ContentSource::kWrite) {
+      spdlog::info("Refresh requested but ignored: the content was written, irsa-svc is not called");
+      return;
+    }
+    if (fetching_) {
+      spdlog::info("Refresh requested; a fetch is already running");
+      return;
+    }
+    spdlog::info("Refresh requested");
+    start_fetch_locked(fx);
+  }
+  run(fx);
+}
+
+void ConfigService::tick() {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    const TimePoint now = clock_.now();
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (it->second.deadline <= now) {
+        spdlog::error("A reader waited {} for the AWS config without result; it gets EIO",
+                      format_seconds(options_.read_deadline));
+        fx.replies.emplace_back(std::move(it->second.waiter),
+                                ReadOutcome{nullptr, EIO, "no content within the deadline"});
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    std::vector<std::uint64_t> quiet;
+    for (const auto& [writer, s] : sessions_) {
+      if (s.last_write + options_.write_quiet <= now) quiet.push_back(writer);
+    }
+    for (std::uint64_t writer : quiet) commit_locked(writer, fx);
+    if (next_refresh_ && *next_refresh_ <= now && !fetching_ && !stopping_) {
+      next_refresh_.reset();
+      start_fetch_locked(fx);
+    }
+    maybe_start_fetch_locked(fx);
+  }
+  run(fx);
+}
+
+std::optional<TimePoint> ConfigService::next_wakeup() const {
+  std::lock_guard lock(mu_);
+  std::optional<TimePoint> t;
+  auto consider = [&t](TimePoint c) { t = t ? std::min(*t, c) : c; };
+  for (const auto& [id, parked] : waiters_) consider(parked.deadline);
+  for (const auto& [writer, s] : sessions_) consider(s.last_write + options_.write_quiet);
+  if (next_refresh_) consider(*next_refresh_);
+  if (hold_until_ && !waiters_.empty() && !content_) consider(*hold_until_);
+  return t;
+}
+
+void ConfigService::shutdown() {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    fail_waiters_locked(EIO, "irsafs is shutting down", fx);
+  }
+  run(fx);
+}
+
+State ConfigService::state_locked() const {
+  if (content_) return State::kReady;
+  if (fetching_) return State::kFetching;
+  return fetch_failures_ > 0 || writes_rejected_ > 0 ? State::kError : State::kEmpty;
+}
+
+nlohmann::json ConfigService::status() const {
+  std::lock_guard lock(mu_);
+  const TimePoint now = clock_.now();
+  const WallTime wall = clock_.wall_now();
+  auto wall_of = [&](TimePoint t) { return iso8601(wall + std::chrono::duration_cast<WallTime::duration>(t - now)); };
+  nlohmann::json j;
+  j["state"] = to_string(state_locked());
+  j["refreshing"] = fetching_ && content_ != nullptr;
+  j["source"] = content_ ? nlohmann::json(to_string(content_->source)) : nlohmann::json(nullptr);
+  j["version"] = content_ ? content_->version : 0;
+  j["bytes"] = content_ ? content_->bytes.size() : 0;
+  j["sha256"] = content_ ? nlohmann::json(content_->sha256) : nlohmann::json(nullptr);
+  j["obtained_at"] = content_ ? nlohmann::json(iso8601(content_->obtained_at)) : nlohmann::json(nullptr);
+  j["last_success_at"] = last_success_at_ ? nlohmann::json(iso8601(*last_success_at_)) : nlohmann::json(nullptr);
+  j["last_fetch_ms"] = fetches_ > 0 && !fetching_ ? nlohmann::json(millis(last_fetch_duration_)) : nlohmann::json(nullptr);
+  j["fetches"] = fetches_;
+  j["upstream_requests"] = requests_;
+  j["token_requests"] = token_requests_;
+  j["failures"] = fetch_failures_;
+  j["last_error"] = last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_error_);
+  j["last_error_at"] = last_error_at_ ? nlohmann::json(iso8601(*last_error_at_)) : nlohmann::json(nullptr);
+  j["next_refresh_at"] = next_refresh_ ? nlohmann::json(wall_of(*next_refresh_)) : nlohmann::json(nullptr);
+  j["next_fetch_not_before"] =
+      hold_until_ && *hold_until_ > now ? nlohmann::json(wall_of(*hold_until_)) : nlohmann::json(nullptr);
+  j["waiting_readers"] = waiters_.size();
+  j["writes"] = {{"committed", writes_committed_}, {"rejected", writes_rejected_}, {"pending", sessions_.size()}};
+  j["uptime_s"] = std::chrono::duration<double>(now - started_at_).count();
+  return j;
+}
+
+}  // namespace irsafs

@@ -1,1 +1,180 @@
-// placeholder: being written
+#include "fetcher/curl_transport.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string_view>
+
+namespace irsafs {
+namespace {
+
+// Owns an easy handle and the error buffer libcurl writes into until cleanup; neither moves.
+class EasyHandle {
+ public:
+  EasyHandle() : curl_(curl_easy_init()) {
+    if (curl_ == nullptr) throw std::runtime_error("Cannot create a libcurl handle");
+    error_[0] = '\0';
+    curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, error_);
+  }
+  ~EasyHandle() { curl_easy_cleanup(curl_); }
+  EasyHandle(const EasyHandle&) = delete;
+  EasyHandle& operator=(const EasyHandle&) = delete;
+
+  CURL* get() const { return curl_; }
+  std::string describe(CURLcode code) const {
+    std::string text = error_[0] != '\0' ? std::string(error_) : curl_easy_strerror(code);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    return text;
+  }
+
+ private:
+  CURL* curl_;
+  char error_[CURL_ERROR_SIZE];
+};
+
+// Owns a header list; the Authorization line is wiped before the list is freed.
+class HeaderList {
+ public:
+  HeaderList() = default;
+  ~HeaderList() {
+    for (curl_slist* item = list_; item != nullptr; item = item->next) {
+      volatile char* p = item->data;
+      for (std::size_t i = 0, n = std::strlen(item->data); i < n; ++i) p[i] = 0;
+    }
+    curl_slist_free_all(list_);
+  }
+  HeaderList(const HeaderList&) = delete;
+  HeaderList& operator=(const HeaderList&) = delete;
+
+  void add(const std::string& line) {
+    curl_slist* next = curl_slist_append(list_, line.c_str());
+    if (next == nullptr) throw std::runtime_error("Cannot allocate a header");
+    list_ = next;
+  }
+  curl_slist* get() const { return list_; }
+
+ private:
+  curl_slist* list_ = nullptr;
+};
+
+struct Transfer {
+  HttpResponse* response;
+  std::size_t max_body;
+  bool too_large = false;
+  std::stop_token stop;
+};
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  if (t->response->body.size() + n > t->max_body) {
+    t->too_large = true;
+    return 0;  // makes libcurl stop with CURLE_WRITE_ERROR
+  }
+  t->response->body.append(data, n);
+  return n;
+}
+
+size_t on_header(char* data, size_t size, size_t count, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  std::string_view line(data, n);
+  constexpr std::string_view kRetryAfter = "retry-after:";
+  if (line.size() > kRetryAfter.size() &&
+      std::equal(kRetryAfter.begin(), kRetryAfter.end(), line.begin(),
+                 [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
+    line.remove_prefix(kRetryAfter.size());
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+    t->response->retry_after = std::string(line);
+  } else if (line.starts_with("HTTP/")) {
+    t->response->retry_after.reset();  // a new response (after 100-continue) starts afresh
+  }
+  return n;
+}
+
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<Transfer*>(user)->stop.stop_requested() ? 1 : 0;
+}
+
+}  // namespace
+
+CurlGlobal::CurlGlobal() {
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    throw std::runtime_error("Cannot initialise libcurl");
+  }
+}
+CurlGlobal::~CurlGlobal() { curl_global_cleanup(); }
+
+HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token stop) {
+  HttpResponse response;
+  Transfer transfer{&response, settings_.max_body, false, stop};
+  EasyHandle easy;
+  CURL* c = easy.get();
+  HeaderList headers;
+  for (const auto& [name, value] : request.headers) headers.add(name + ": " + value);
+  if (request.bearer != nullptr) {
+    std::string line = "Authorization: Bearer ";
+    line.append(request.bearer->reveal());
+    headers.add(line);
+    Secret(std::move(line)).wipe();
+  }
+
+  const Duration timeout = std::min(settings_.timeout, request.timeout.value_or(settings_.timeout));
+  const long timeout_ms = std::max<long>(
+      1, static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
+  curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+  // A body that stops flowing fails after a second below 1 byte/s, well before the total
+  // timeout when that is long.
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, std::max<long>(1, timeout_ms / 1000));
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);  // irsa-svc does not redirect; never follow
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "irsafs/" IRSAFS_VERSION);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &transfer);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, &transfer);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &transfer);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, settings_.tls.insecure ? 0L : 1L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, settings_.tls.insecure ? 0L : 2L);
+  if (!settings_.tls.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, settings_.tls.ca_file.c_str());
+  curl_blob ca_blob{const_cast<char*>(settings_.tls.ca_pem.data()), settings_.tls.ca_pem.size(),
+                    CURL_BLOB_NOCOPY};
+  if (!settings_.tls.ca_pem.empty()) curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca_blob);
+  if (request.method == HttpRequest::Method::kPost) {
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, request.body.c_str());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size()));
+  } else {
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  }
+
+  const CURLcode code = curl_easy_perform(c);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  if (code == CURLE_OK) {
+    response.outcome = HttpResponse::Outcome::kCompleted;
+  } else if (transfer.too_large) {
+    response.outcome = HttpResponse::Outcome::kTooLarge;
+    response.error = "response body larger than " + std::to_string(settings_.max_body) + " bytes";
+  } else if (code == CURLE_ABORTED_BY_CALLBACK && stop.stop_requested()) {
+    response.outcome = HttpResponse::Outcome::kCancelled;
+    response.error = "cancelled";
+  } else {
+    response.outcome = HttpResponse::Outcome::kTransportError;
+    response.timed_out = code == CURLE_OPERATION_TIMEDOUT;
+    response.error = easy.describe(code);
+  }
+  if (response.outcome != HttpResponse::Outcome::kCompleted) response.body.clear();
+  return response;
+}
+
+}  // namespace irsafs

@@ -1,1 +1,177 @@
-// placeholder: being written
+#include "fetcher/fetcher.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "fetcher/validator.h"
+
+namespace irsafs {
+namespace {
+
+// The first line of a response body, shortened and stripped of control bytes, for messages.
+std::string first_line(std::string_view body) {
+  constexpr std::size_t kMax = 120;
+  const std::size_t eol = body.find_first_of("\r\n");
+  std::string_view line = body.substr(0, eol);
+  std::string out;
+  for (char c : line.substr(0, kMax)) {
+    out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
+  }
+  if (line.size() > kMax) out += "...";
+  return out.empty() ? "(empty body)" : out;
+}
+
+std::string describe_status(long status, std::string_view body) {
+  return "HTTP " + std::to_string(status) + ": " + first_line(body);
+}
+
+}  // namespace
+
+std::string request_body(const FetchSettings& settings) {
+  nlohmann::json body = {{"run_id", settings.run_id}};
+  if (settings.workload_type) body["irsa_workload_type"] = *settings.workload_type;
+  return body.dump();
+}
+
+std::string format_seconds(Duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f s", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+struct Fetcher::Attempt {
+  enum class Verdict { kSuccess, kRetry, kRetryNow, kFail, kCancelled } verdict;
+  std::string error;
+  std::optional<Duration> retry_after;
+  std::string content;
+};
+
+Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
+                                       std::stop_token stop) {
+  using Verdict = Attempt::Verdict;
+  using Outcome = HttpResponse::Outcome;
+  const auto remaining = [&] { return std::max(Duration(std::chrono::milliseconds(1)), deadline - clock_.now()); };
+
+  // 1. A fresh token for every attempt.
+  HttpRequest token_request;
+  token_request.url = settings_.token_url;
+  token_request.timeout = remaining();
+  ++result.token_requests;
+  HttpResponse token = transport_.perform(token_request, stop);
+  Secret bearer(std::move(token.body));
+  if (token.outcome == Outcome::kCancelled) return {Verdict::kCancelled, "cancelled", {}, {}};
+  if (token.outcome != Outcome::kCompleted) {
+    return {Verdict::kRetry, "token endpoint " + settings_.token_url + ": " + token.error, {}, {}};
+  }
+  if (token.status != 200) {
+    // The body of a failed token response is not a token; it is safe to quote.
+    const std::string why = "token endpoint " + settings_.token_url + ": " +
+                            describe_status(token.status, bearer.reveal());
+    return {is_retryable_status(token.status) ? Verdict::kRetry : Verdict::kFail, why, {}, {}};
+  }
+  // Tokens end with a newline when served by some proxies; it is not part of the token.
+  std::string trimmed(bearer.reveal());
+  while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == '\r' || trimmed.back() == ' ')) {
+    trimmed.pop_back();
+  }
+  bearer = Secret(std::move(trimmed));
+  if (bearer.empty()) {
+    return {Verdict::kRetry, "token endpoint " + settings_.token_url + ": empty token", {}, {}};
+  }
+
+  // 2. The config.
+  HttpRequest post;
+  post.method = HttpRequest::Method::kPost;
+  post.url = settings_.endpoint;
+  post.headers = {{"Content-Type", "application/json"}, {"Accept", "text/plain, */*"}};
+  post.bearer = &bearer;
+  post.body = request_body(settings_);
+  post.timeout = remaining();
+  ++result.requests;
+  HttpResponse response = transport_.perform(post, stop);
+  bearer.wipe();
+
+  const std::string where = "irsa-svc " + settings_.endpoint + ": ";
+  switch (response.outcome) {
+    case Outcome::kCancelled:
+      return {Verdict::kCancelled, "cancelled", {}, {}};
+    case Outcome::kTooLarge:
+      return {Verdict::kRetry, where + response.error, {}, {}};
+    case Outcome::kTransportError:
+      return {Verdict::kRetry, where + response.error, {}, {}};
+    case Outcome::kCompleted:
+      break;
+  }
+  std::optional<Duration> retry_after;
+  if (response.retry_after) retry_after = parse_retry_after(*response.retry_after, clock_.wall_now());
+  if (response.status == 200) {
+    if (Validation v = validate_config(response.body); !v) {
+      spdlog::debug("Invalid body starts with: {}", first_line(response.body));
+      return {Verdict::kRetry, where + "HTTP 200 but not an AWS config: " + v.reason, retry_after, {}};
+    }
+    return {Verdict::kSuccess, {}, {}, std::move(response.body)};
+  }
+  const std::string why = where + describe_status(response.status, response.body);
+  if (response.status == 401) return {Verdict::kRetryNow, why, {}, {}};
+  if (is_retryable_status(response.status)) return {Verdict::kRetry, why, retry_after, {}};
+  return {Verdict::kFail, why, {}, {}};
+}
+
+FetchResult Fetcher::fetch(std::stop_token stop) {
+  using Verdict = Attempt::Verdict;
+  FetchResult result;
+  const TimePoint start = clock_.now();
+  const TimePoint deadline = start + settings_.deadline;
+  bool retried_401 = false;
+  int backoff_step = 0;
+  for (;;) {
+    ++result.attempts;
+    Attempt a = attempt_once(deadline, result, stop);
+    result.elapsed = clock_.now() - start;
+    if (a.verdict == Verdict::kSuccess) {
+      result.ok = true;
+      result.content = std::move(a.content);
+      return result;
+    }
+    if (a.verdict == Verdict::kCancelled) {
+      result.cancelled = true;
+      result.error = "fetch cancelled";
+      return result;
+    }
+    if (a.verdict == Verdict::kRetryNow) {
+      // 401: the token may have expired between the two requests; one fresh token, one more try.
+      if (!retried_401) {
+        retried_401 = true;
+        spdlog::warn("Attempt {} failed: {}; retrying at once with a fresh token", result.attempts, a.error);
+        continue;
+      }
+      result.error = a.error + " (again with a fresh token)";
+      return result;
+    }
+    if (a.verdict == Verdict::kFail) {
+      result.error = a.error;
+      return result;
+    }
+    const Duration delay = a.retry_after ? settings_.retry.paced(*a.retry_after, random_)
+                                         : settings_.retry.backoff(++backoff_step, random_);
+    const TimePoint now = clock_.now();
+    if (now + delay >= deadline) {
+      result.error = a.error + " (gave up after " + std::to_string(result.attempts) +
+                     (result.attempts == 1 ? " attempt" : " attempts") + ": deadline of " +
+                     format_seconds(settings_.deadline) + " reached)";
+      return result;
+    }
+    spdlog::warn("Attempt {} failed: {}; retrying in {}", result.attempts, a.error, format_seconds(delay));
+    if (!clock_.sleep_until(now + delay, stop)) {
+      result.cancelled = true;
+      result.error = "fetch cancelled";
+      result.elapsed = clock_.now() - start;
+      return result;
+    }
+  }
+}
+
+}  // namespace irsafs

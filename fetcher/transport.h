@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "fetcher/clock.h"
 #include "fetcher/secret.h"
 
 namespace irsafs {
@@ -19,6 +20,8 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;  // never secrets
   const Secret* bearer = nullptr;  // sent as "Authorization: Bearer ..." when set
   std::string body;
+  // Shorter than the transport's own per-request timeout, e.g. when a deadline is near.
+  std::optional<Duration> timeout;
 };
 
 struct HttpResponse {

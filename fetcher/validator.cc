@@ -1,1 +1,389 @@
-// placeholder: being written
+// Validation of AWS config text against the grammar of Python 3.11's configparser, as botocore
+// uses it: configparser.RawConfigParser() with its defaults (strict, delimiters '=' and ':',
+// full-line comments '#' and ';', no inline comments, no valueless options, empty lines allowed
+// in values), reading the file in text mode (UTF-8, universal newlines), and then botocore's own
+// parse of indented blocks ("s3 =\n  addressing_style = path").
+//
+// The grammar, line by line, as configparser._read applies it:
+//   - A line is split off at \n, \r\n or a lone \r (universal newlines).
+//   - "Whitespace" is Python's str.isspace(): ASCII \t \n \v \f \r, 0x1c-0x1f, space, and the
+//     Unicode spaces U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F,
+//     U+3000. Indentation is counted in characters, not bytes.
+//   - Blank lines, and lines whose stripped text starts with '#' or ';', are skipped.
+//   - A line indented more than the current option's line is a continuation of that option
+//     (only while there is a current option: a section header ends it).
+//   - Otherwise, a stripped line matching re.match(r"\[(.+)\]") is a section header named by
+//     everything up to its LAST ']' ("[a] x" is section "a", "[]" is not a header).
+//     Section names are compared exactly; a repeated one is a DuplicateSectionError, except
+//     DEFAULT, which may be repeated.
+//   - Before the first header any other line is a MissingSectionHeaderError.
+//   - Otherwise the line must hold '=' or ':'; the option name is the text before the first of
+//     them, right-stripped, and must not be empty. Names are lower-cased; a repeated
+//     (section, name) pair is a DuplicateOptionError (also across repeated [DEFAULT] headers).
+//   - botocore parses a value whose first line is empty and which has continuation lines as a
+//     nested block: every non-blank line of it (str.splitlines, so U+2028 and U+2029 also split
+//     it) must contain '='.
+//
+// irsafs' own plausibility rules on top (configparser would accept these):
+//   - The text is not empty, is at most kMaxConfigBytes, and has at least one [section] header.
+//   - No NUL, no C0 control other than \t \r \n, no DEL (0x7f) and no C1 control
+//     (U+0080-U+009F): configparser takes them as ordinary characters, but a config never
+//     contains them, binary data usually does.
+//   - A leading UTF-8 byte order mark gets its own reason (configparser would fail on it anyway:
+//     Python's utf-8 codec keeps U+FEFF, so the first line is not a section header).
+//   - Option names must be ASCII: configparser lower-cases them with the full Unicode mapping
+//     (the Kelvin sign U+212A becomes 'k'), which a duplicate check without Unicode tables
+//     could not reproduce, and no AWS setting has a non-ASCII name.
+//   - Nested blocks are checked in [DEFAULT] too (botocore only parses DEFAULT values through
+//     the sections that inherit them).
+//
+// Reasons give the rule and a line number or byte offset (1-based), never the text.
+
+#include "fetcher/validator.h"
+
+#include <new>
+#include <set>
+#include <string>
+#include <utility>
+
+namespace irsafs {
+namespace {
+
+using std::size_t;
+using std::string_view;
+
+std::string at_line(size_t lineno, std::string_view what) {
+  return "line " + std::to_string(lineno) + ": " + std::string(what);
+}
+
+std::string at_byte(size_t offset, std::string_view what) {
+  return "byte " + std::to_string(offset + 1) + ": " + std::string(what);
+}
+
+unsigned char byte(string_view s, size_t i) { return static_cast<unsigned char>(s[i]); }
+
+bool is_continuation_byte(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+// ---------------------------------------------------------------------------------------------
+// Bytes: size, encoding, control characters.
+
+struct ByteCheck {
+  std::string error;  // empty when fine
+  size_t usable = 0;  // bytes that form complete characters (all of them unless a prefix
+                      // ends inside a multi-byte sequence)
+};
+
+// Checks that `text` is well-formed UTF-8 (as Python's strict utf-8 codec decodes it: no
+// overlong forms, no surrogates, nothing above U+10FFFF) without unwanted control characters.
+// With `allow_truncated_tail`, a sequence cut short by the end of the text is not an error.
+ByteCheck check_bytes(string_view text, bool allow_truncated_tail) {
+  ByteCheck r;
+  if (text.size() >= 3 && byte(text, 0) == 0xEF && byte(text, 1) == 0xBB && byte(text, 2) == 0xBF) {
+    r.error = at_byte(0, "UTF-8 byte order mark (configparser does not skip it)");
+    return r;
+  }
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = byte(text, i);
+    if (c < 0x80) {
+      if (c == 0) {
+        r.error = at_byte(i, "NUL byte");
+        return r;
+      }
+      if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F) {
+        r.error = at_byte(i, "control character");
+        return r;
+      }
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+    } else {
+      r.error = "invalid UTF-8 at byte " + std::to_string(i + 1);
+      return r;
+    }
+    for (size_t k = 1; k < len; ++k) {
+      if (i + k == text.size()) {
+        if (allow_truncated_tail) {
+          r.usable = i;
+          return r;
+        }
+        r.error = "invalid UTF-8 at byte " + std::to_string(i + 1) + " (truncated sequence)";
+        return r;
+      }
+      const unsigned char d = byte(text, i + k);
+      if (k == 1 ? (d < lo || d > hi) : !is_continuation_byte(d)) {
+        r.error = "invalid UTF-8 at byte " + std::to_string(i + 1);
+        return r;
+      }
+    }
+    if (c == 0xC2 && byte(text, i + 1) <= 0x9F) {
+      r.error = at_byte(i, "control character (C1)");
+      return r;
+    }
+    i += len;
+  }
+  r.usable = text.size();
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Characters. The text handed to these is well-formed UTF-8 (check_bytes ran first).
+
+// The length in bytes of the whitespace character (Python's str.isspace) starting at s[i],
+// or 0 if the character there is not whitespace.
+size_t space_at(string_view s, size_t i) {
+  const unsigned char c = byte(s, i);
+  if (c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1C && c <= 0x1F)) return 1;
+  const auto next = [&](size_t k) -> int { return i + k < s.size() ? byte(s, i + k) : -1; };
+  if (c == 0xC2) return (next(1) == 0x85 || next(1) == 0xA0) ? 2 : 0;  // U+0085, U+00A0
+  if (c == 0xE1) return (next(1) == 0x9A && next(2) == 0x80) ? 3 : 0;  // U+1680
+  if (c == 0xE2 && next(1) == 0x80) {
+    const int d = next(2);
+    // U+2000-U+200A, U+2028, U+2029, U+202F
+    return ((d >= 0x80 && d <= 0x8A) || d == 0xA8 || d == 0xA9 || d == 0xAF) ? 3 : 0;
+  }
+  if (c == 0xE2) return (next(1) == 0x81 && next(2) == 0x9F) ? 3 : 0;  // U+205F
+  if (c == 0xE3) return (next(1) == 0x80 && next(2) == 0x80) ? 3 : 0;  // U+3000
+  return 0;
+}
+
+// U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR: str.splitlines() splits at them.
+size_t line_separator_at(string_view s, size_t i) {
+  return (i + 2 < s.size() && byte(s, i) == 0xE2 && byte(s, i + 1) == 0x80 &&
+          (byte(s, i + 2) == 0xA8 || byte(s, i + 2) == 0xA9))
+             ? 3
+             : 0;
+}
+
+string_view rstrip(string_view s) {
+  size_t end = s.size();
+  while (end > 0) {
+    size_t start = end - 1;
+    while (start > 0 && is_continuation_byte(byte(s, start))) --start;
+    if (space_at(s, start) != end - start) break;
+    end = start;
+  }
+  return s.substr(0, end);
+}
+
+// Leading whitespace: its length in bytes and in characters.
+struct Indent {
+  size_t bytes = 0;
+  size_t chars = 0;
+};
+
+Indent leading_space(string_view s) {
+  Indent in;
+  while (in.bytes < s.size()) {
+    const size_t n = space_at(s, in.bytes);
+    if (n == 0) break;
+    in.bytes += n;
+    ++in.chars;
+  }
+  return in;
+}
+
+bool is_ascii(string_view s) {
+  for (const char ch : s) {
+    if (static_cast<unsigned char>(ch) >= 0x80) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines.
+
+struct Line {
+  enum class Kind { blank, comment, content };
+  Kind kind = Kind::blank;
+  size_t indent = 0;  // leading whitespace, in characters
+  string_view body;   // the line without leading and trailing whitespace
+};
+
+Line classify(string_view raw) {
+  Line line;
+  const Indent in = leading_space(raw);
+  line.indent = in.chars;
+  line.body = rstrip(raw.substr(in.bytes));
+  if (line.body.empty()) {
+    line.kind = Line::Kind::blank;
+  } else if (line.body.front() == '#' || line.body.front() == ';') {
+    line.kind = Line::Kind::comment;
+  } else {
+    line.kind = Line::Kind::content;
+  }
+  return line;
+}
+
+// The parser state of configparser._read, plus what the plausibility rules need.
+class Parser {
+ public:
+  // Judges one line. A complete line is judged fully; an incomplete one (the last line of a
+  // prefix, more bytes may follow) only fails when no continuation of it can be valid.
+  // Returns an error reason, or an empty string.
+  std::string feed(string_view raw, size_t lineno, bool complete) {
+    const Line line = classify(raw);
+    if (line.kind != Line::Kind::blank) saw_text_ = true;
+    if (line.kind != Line::Kind::content) return {};
+    const string_view body = line.body;
+
+    if (in_section_ && in_option_ && line.indent > indent_level_) {
+      return nested_ ? check_nested(body, lineno, complete) : std::string();
+    }
+    indent_level_ = line.indent;
+
+    if (body.front() == '[') {
+      if (!complete) return {};  // "[x" can always still become a new section header
+      const size_t close = body.rfind(']');
+      if (close != string_view::npos && close >= 2) return section(body.substr(1, close - 1), lineno);
+    }
+
+    const size_t delim = body.find_first_of("=:");
+    if (!in_section_) {
+      return at_line(lineno, delim == string_view::npos
+                                 ? "not a [section] header (none before this line)"
+                                 : "option line outside any section");
+    }
+    if (delim == string_view::npos) {
+      if (complete) return at_line(lineno, "not a section header, an option or a continuation");
+      // Whatever follows, the name will start with this text.
+      return is_ascii(body) ? std::string() : at_line(lineno, "non-ASCII option name");
+    }
+    if (delim == 0) return at_line(lineno, "option with an empty name");
+    std::string name(rstrip(body.substr(0, delim)));
+    if (!is_ascii(name)) return at_line(lineno, "non-ASCII option name");
+    for (char& ch : name) {
+      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+    }
+    if (!options_.emplace(section_, std::move(name)).second) {
+      return at_line(lineno, "duplicate option in section");
+    }
+    in_option_ = true;
+    const string_view value = body.substr(delim + 1);
+    nested_ = leading_space(value).bytes == value.size();
+    return {};
+  }
+
+  // The rules that can only be judged on the whole text.
+  std::string finish() const {
+    if (!saw_text_) return "empty body";
+    if (!saw_header_) return "no [section] header";
+    return {};
+  }
+
+ private:
+  std::string section(string_view header, size_t lineno) {
+    if (header == "DEFAULT") {
+      section_ = "DEFAULT";  // may repeat; its options still may not
+    } else {
+      if (!sections_.emplace(header).second) return at_line(lineno, "duplicate section");
+      section_ = std::string(header);
+    }
+    in_section_ = true;
+    saw_header_ = true;
+    in_option_ = false;
+    return {};
+  }
+
+  // A continuation line of a value botocore parses as a nested block: each non-blank piece of
+  // it (split at U+2028 / U+2029 like str.splitlines) must contain '='. In an incomplete line
+  // the last piece may still get its '='.
+  static std::string check_nested(string_view body, size_t lineno, bool complete) {
+    size_t piece_start = 0;
+    for (size_t i = 0; i <= body.size();) {
+      const size_t sep = i < body.size() ? line_separator_at(body, i) : 0;
+      if (i < body.size() && sep == 0) {
+        ++i;
+        continue;
+      }
+      const string_view piece = body.substr(piece_start, i - piece_start);
+      const bool last = i == body.size();
+      const bool blank = leading_space(piece).bytes == piece.size();
+      if (!blank && piece.find('=') == string_view::npos && (complete || !last)) {
+        return at_line(lineno, "line of an indented (nested) block without '='");
+      }
+      if (last) break;
+      i += sep;
+      piece_start = i;
+    }
+    return {};
+  }
+
+  bool in_section_ = false;
+  bool in_option_ = false;  // configparser's `optname` is set: continuation lines may follow
+  bool nested_ = false;     // the current option's value started empty
+  bool saw_header_ = false;
+  bool saw_text_ = false;  // a line that is not blank
+  size_t indent_level_ = 0;
+  std::string section_;
+  std::set<std::string, std::less<>> sections_;                  // DEFAULT is not in here
+  std::set<std::pair<std::string, std::string>> options_;        // (section, lower-cased name)
+};
+
+// The one pass shared by validate_config (whole = true) and validate_config_prefix.
+Validation run(string_view text, bool whole) {
+  if (text.size() > kMaxConfigBytes) return Validation::fail("larger than 1 MiB");
+
+  const ByteCheck bytes = check_bytes(text, !whole);
+  if (!bytes.error.empty()) return Validation::fail(bytes.error);
+  // In a prefix, characters cut short by the end are left out: the last line stays incomplete.
+  const string_view usable = text.substr(0, bytes.usable);
+
+  Parser parser;
+  size_t lineno = 0;
+  size_t pos = 0;
+  while (pos < usable.size()) {
+    ++lineno;
+    const size_t eol = usable.find_first_of("\r\n", pos);
+    if (eol == string_view::npos) {
+      // The last line has no line ending: complete only if this is the whole text. (A lone
+      // \r at the end of a prefix does end its line: a following \n only joins it to \r\n.)
+      const bool complete = whole;
+      const string_view raw = usable.substr(pos);
+      if (std::string error = parser.feed(raw, lineno, complete); !error.empty()) {
+        return Validation::fail(std::move(error));
+      }
+      break;
+    }
+    const string_view raw = usable.substr(pos, eol - pos);
+    if (std::string error = parser.feed(raw, lineno, true); !error.empty()) {
+      return Validation::fail(std::move(error));
+    }
+    pos = eol + 1;
+    if (usable[eol] == '\r' && pos < usable.size() && usable[pos] == '\n') ++pos;
+  }
+  if (whole) {
+    if (std::string error = parser.finish(); !error.empty()) return Validation::fail(std::move(error));
+  }
+  return Validation::pass();
+}
+
+Validation run_noexcept(string_view text, bool whole) noexcept {
+  try {
+    return run(text, whole);
+  } catch (const std::bad_alloc&) {
+    return Validation::fail("out of memory");  // short enough not to allocate
+  } catch (...) {
+    return Validation::fail("internal error");
+  }
+}
+
+}  // namespace
+
+Validation validate_config(std::string_view text) { return run_noexcept(text, true); }
+
+Validation validate_config_prefix(std::string_view text) { return run_noexcept(text, false); }
+
+}  // namespace irsafs

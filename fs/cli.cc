@@ -1,1 +1,230 @@
-// placeholder: being written
+#include "fs/cli.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+
+#include "fetcher/curl_transport.h"
+#include "fetcher/fetcher.h"
+#include "fetcher/log.h"
+#include "fetcher/options.h"
+#include "fs/exit_codes.h"
+#include "fs/mount.h"
+
+namespace irsafs {
+namespace {
+
+constexpr const char* kFooter = R"(
+Environment (used when the flag is not given):
+  DOMINO_IRSA_ENDPOINT   irsa-svc URL                  (--endpoint)
+  DOMINO_API_PROXY       token proxy; + /access-token  (--token-url)
+  DOMINO_RUN_ID          the run id                    (--run-id)
+  POD_INFO_PATH          downward-API labels file; its label
+                         dominodatalab.com/irsa-workload-type gives --workload-type
+  DOMINO_IRSA_SSL_CERT   CA bundle for irsa-svc        (--ca-file); else the
+                         certificates in /etc/ssl/certs/irsa; else the system store
+
+Examples:
+  irsafs fetch --run-id R -o /var/run/.aws/config
+  irsafs mount /var/run/.aws          # then AWS_CONFIG_FILE=/var/run/.aws/config
+  cat /var/run/.aws/.status           # state, source, size, sha256, errors (JSON)
+
+Exit status: 0 success, 1 the fetch or mount failed, 2 bad usage.)";
+
+struct LogArgs {
+  std::string level = "info";
+  std::string format = "text";
+};
+
+void add_common(CLI::App& cmd, CommonArgs& a, LogArgs& log) {
+  cmd.add_option("--endpoint", a.endpoint, "irsa-svc URL that returns the AWS config [env DOMINO_IRSA_ENDPOINT]")
+      ->type_name("URL");
+  cmd.add_option("--token-url", a.token_url,
+                 "URL that returns the access token [env DOMINO_API_PROXY + /access-token]")
+      ->type_name("URL");
+  cmd.add_option("--run-id", a.run_id, "Domino run id sent to irsa-svc (required) [env DOMINO_RUN_ID]")
+      ->type_name("ID");
+  cmd.add_option("--workload-type", a.workload_type,
+                 "irsa_workload_type sent to irsa-svc [label from POD_INFO_PATH; omitted when unknown]")
+      ->type_name("TYPE");
+  cmd.add_option("--ca-file", a.ca_file, "CA bundle that verifies irsa-svc [env DOMINO_IRSA_SSL_CERT]")
+      ->type_name("PATH");
+  cmd.add_flag("--insecure", a.insecure, "Do not verify irsa-svc's certificate (warns at every fetch)");
+  cmd.add_option("--timeout", a.timeout_seconds, "Limit of one HTTP request")->capture_default_str()->type_name("SECONDS");
+  cmd.add_option("--deadline", a.deadline_seconds, "Limit of a whole fetch, retries included")->capture_default_str()
+      ->type_name("SECONDS");
+  cmd.add_option("--log-level", log.level, "trace, debug, info, warn or error")->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  cmd.add_option("--log-format", log.format, "text or json (logs go to stderr)")->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+}
+
+// Writes `content` to `path` so that readers see the old file or the new one, never a part:
+// a temporary file in the same directory, fsync, rename, fsync of the directory.
+void write_atomically(const std::string& path, std::string_view content) {
+  const std::filesystem::path target(path);
+  const std::filesystem::path dir = target.has_parent_path() ? target.parent_path() : ".";
+  std::string tmp = (dir / ("." + target.filename().string() + ".irsafs-XXXXXX")).string();
+  const int fd = mkstemp(tmp.data());
+  if (fd < 0) {
+    const int err = errno;
+    throw std::runtime_error("Cannot create a temporary file in " + dir.string() + ": " + std::strerror(err));
+  }
+  auto fail = [&](const char* what) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return std::runtime_error(std::string("Cannot ") + what + " " + tmp + ": " + std::strerror(err));
+  };
+  std::size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw fail("write");
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fchmod(fd, 0644) != 0) throw fail("chmod");
+  if (::fsync(fd) != 0) throw fail("fsync");
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("Cannot close " + tmp + ": " + std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error("Cannot rename " + tmp + " to " + path + ": " + std::strerror(err));
+  }
+  if (const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+int run_fetch(const ResolvedOptions& options, const std::optional<std::string>& output) {
+  CurlGlobal curl;
+  CurlTransport transport(options.transport);
+  SystemClock clock;
+  SystemRandom random;
+  Fetcher fetcher(options.fetch, transport, clock, random);
+  if (options.transport.tls.insecure) {
+    spdlog::warn("TLS verification is off (--insecure): irsa-svc's identity is not checked");
+  }
+  spdlog::debug("Fetching from {} (token from {}, trust: {})", options.fetch.endpoint,
+                options.fetch.token_url, options.ca_source);
+  FetchResult result = fetcher.fetch();
+  if (!result.ok) {
+    spdlog::error("Cannot fetch the AWS config: {} ({} requests in {})", result.error, result.requests,
+                  format_seconds(result.elapsed));
+    return kExitFailure;
+  }
+  spdlog::info("Fetched the AWS config ({} bytes) in {} with {} request{}", result.content.size(),
+               format_seconds(result.elapsed), result.requests, result.requests == 1 ? "" : "s");
+  if (output) {
+    try {
+      write_atomically(*output, result.content);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      return kExitFailure;
+    }
+    return kExitOk;
+  }
+  std::cout.write(result.content.data(), static_cast<std::streamsize>(result.content.size()));
+  std::cout.flush();
+  if (!std::cout) {
+    spdlog::error("Cannot write the config to standard output: {}", std::strerror(errno));
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{
+      "irsafs serves a Domino workload's AWS config file (AWS_CONFIG_FILE), as returned by\n"
+      "irsa-svc, from a FUSE mount: fetched lazily on first read, once for all readers, then\n"
+      "served from the page cache. `irsafs fetch` fetches it once, for clusters without FUSE.",
+      "irsafs"};
+  app.footer(kFooter);
+  app.set_version_flag("--version", std::string("irsafs ") + IRSAFS_VERSION);
+  app.require_subcommand(1);
+
+  CommonArgs common;
+  LogArgs log;
+  std::optional<std::string> output;
+  CLI::App* fetch = app.add_subcommand("fetch", "Fetch the config once; print it, or write it with -o");
+  add_common(*fetch, common, log);
+  fetch->add_option("-o,--output", output,
+                    "Write to FILE atomically (mode 0644) instead of standard output")
+      ->type_name("FILE");
+
+  MountArgs mount_args;
+  CLI::App* mount = app.add_subcommand("mount", "Mount the virtual config file on MOUNTPOINT");
+  add_common(*mount, common, log);
+  mount->add_option("MOUNTPOINT", mount_args.mountpoint, "An existing directory")->required();
+  mount->add_flag("-f,--foreground", mount_args.foreground,
+                  "Stay in the foreground (else daemonize once the mount is ready)");
+  mount->add_option("--file", mount_args.file_name, "Name of the file in the mount")->capture_default_str()->type_name("NAME");
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::string mode = "0644";
+  mount->add_option("--uid", uid, "Owner of the file [the daemon's uid]")->type_name("N");
+  mount->add_option("--gid", gid, "Group of the file [the daemon's gid]")->type_name("N");
+  mount->add_option("--mode", mode, "Permission bits of the file, octal")->capture_default_str()->type_name("OCTAL");
+  mount->add_flag("--prefetch", mount_args.prefetch, "Fetch at mount time instead of at the first read");
+  mount->add_option("--refresh-interval", mount_args.refresh_interval_seconds,
+                    "Fetch again this long after each success (0: never; SIGHUP refreshes now)")->capture_default_str()
+      ->type_name("SECONDS");
+  mount->add_flag("--read-only", mount_args.read_only, "Refuse writes (no seeding by write)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+
+  try {
+    const int level = parse_log_level(log.level);
+    const LogFormat format = parse_log_format(log.format);
+    setup_logging(level, format);
+    mount_args.log_level = level;
+    mount_args.log_format = format;
+    const ResolvedOptions options = resolve_options(common, process_environment());
+    if (*fetch) return run_fetch(options, output);
+
+    if (mode.empty() || mode.find_first_not_of("01234567") != std::string::npos || mode.size() > 4) {
+      throw UsageError("--mode must be octal permission bits such as 0644, not '" + mode + "'");
+    }
+    mount_args.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
+    mount_args.uid = uid;
+    mount_args.gid = gid;
+    if (!std::isfinite(mount_args.refresh_interval_seconds) || mount_args.refresh_interval_seconds < 0) {
+      throw UsageError("--refresh-interval must be 0 (never) or a number of seconds");
+    }
+    if (mount_args.file_name.empty() || mount_args.file_name.find('/') != std::string::npos ||
+        mount_args.file_name == "." || mount_args.file_name == ".." || mount_args.file_name == ".status") {
+      throw UsageError("--file must be a plain file name other than .status, not '" + mount_args.file_name + "'");
+    }
+    return run_mount(options, mount_args);
+  } catch (const UsageError& e) {
+    std::cerr << "irsafs: " << e.what() << "\nRun 'irsafs --help' for the options.\n";
+    return kExitUsage;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "irsafs: " << e.what() << "\n";
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return kExitFailure;
+  }
+}
+
+}  // namespace irsafs

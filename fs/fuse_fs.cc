@@ -1,1 +1,377 @@
-// placeholder: being written
+#include "fs/fuse_fs.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace irsafs {
+namespace {
+
+constexpr const char* kStatusName = ".status";
+
+timespec now_realtime() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ts;
+}
+
+timespec to_timespec(WallTime t) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+}
+
+FuseFs* self(fuse_req_t req) { return static_cast<FuseFs*>(fuse_req_userdata(req)); }
+
+// No exception may cross into libfuse: one place maps them to a reply.
+template <typename F>
+void guarded(fuse_req_t req, const char* op, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    spdlog::error("Cannot complete {}: {}", op, e.what());
+    fuse_reply_err(req, EIO);
+  }
+}
+
+}  // namespace
+
+// The static trampolines of the operations table.
+struct Ops {
+  static void init(void* userdata, fuse_conn_info* conn) { static_cast<FuseFs*>(userdata)->do_init(conn); }
+  static void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    guarded(req, "lookup", [&] { self(req)->do_lookup(req, parent, name); });
+  }
+  static void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    self(req)->do_forget(ino, nlookup);
+    fuse_reply_none(req);
+  }
+  static void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    for (size_t i = 0; i < count; ++i) self(req)->do_forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  }
+  static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    guarded(req, "getattr", [&] { self(req)->do_getattr(req, ino); });
+  }
+  static void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+    guarded(req, "setattr", [&] { self(req)->do_setattr(req, ino, attr, to_set); });
+  }
+  static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    guarded(req, "open", [&] { self(req)->do_open(req, ino, fi); });
+  }
+  static void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    guarded(req, "read", [&] { self(req)->do_read(req, ino, size, off, fi->fh == FuseFs::kFreshStatusFh); });
+  }
+  static void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
+    guarded(req, "write", [&] { self(req)->do_write(req, ino, buf, size, off); });
+  }
+  static void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    guarded(req, "flush", [&] { self(req)->do_flush(req, ino); });
+  }
+  static void release(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+  static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+    guarded(req, "readdir", [&] { self(req)->do_readdir(req, ino, size, off); });
+  }
+};
+
+const fuse_lowlevel_ops& FuseFs::operations() {
+  static const fuse_lowlevel_ops ops = [] {
+    fuse_lowlevel_ops o{};
+    o.init = Ops::init;
+    o.lookup = Ops::lookup;
+    o.forget = Ops::forget;
+    o.forget_multi = Ops::forget_multi;
+    o.getattr = Ops::getattr;
+    o.setattr = Ops::setattr;
+    o.open = Ops::open;
+    o.read = Ops::read;
+    o.write = Ops::write;
+    o.flush = Ops::flush;
+    o.release = Ops::release;
+    o.readdir = Ops::readdir;
+    return o;
+  }();
+  return ops;
+}
+
+FuseFs::FuseFs(ConfigService& service, FsOptions options)
+    : service_(service), options_(std::move(options)), started_(now_realtime()) {}
+
+void FuseFs::do_init(fuse_conn_info* conn) {
+  // No OPEN/RELEASE once content is known: the warm path then never reaches the daemon.
+  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
+  // O_TRUNC must arrive as its own SETATTR so a writer's truncate is staged, not applied.
+  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  // Plain readdir: listing the directory must not look up (and so fetch) the file.
+  conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+struct stat FuseFs::attr_of(fuse_ino_t ino, double* timeout) {
+  struct stat st{};
+  st.st_ino = ino;
+  st.st_uid = options_.uid;
+  st.st_gid = options_.gid;
+  st.st_atim = st.st_mtim = st.st_ctim = started_;
+  st.st_blksize = 4096;
+  *timeout = options_.cache_seconds;
+  if (ino == FUSE_ROOT_ID) {
+    st.st_mode = S_IFDIR | 0755;
+    st.st_nlink = 2;
+  } else if (ino == kStatusIno) {
+    // Never cached, and a new mtime with every rendering: readers always see fresh JSON,
+    // also when opens no longer reach the daemon.
+    std::lock_guard lock(mu_);
+    status_text_ = render_status();
+    st.st_mode = S_IFREG | 0444;
+    st.st_nlink = 1;
+    st.st_size = static_cast<off_t>(status_text_.size());
+    st.st_mtim = st.st_ctim = now_realtime();
+    *timeout = 0;
+  } else {
+    st.st_mode = S_IFREG | (options_.mode & 07777);
+    st.st_nlink = 1;
+    if (ContentPtr c = content_of(ino)) {
+      st.st_size = static_cast<off_t>(c->bytes.size());
+      st.st_mtim = st.st_ctim = st.st_atim = to_timespec(c->obtained_at);
+    } else {
+      *timeout = 0;  // size unknown until the first fetch: the kernel must ask again
+    }
+  }
+  st.st_blocks = (st.st_size + 511) / 512;
+  return st;
+}
+
+ContentPtr FuseFs::content_of(fuse_ino_t ino) {
+  if (!is_version(ino)) return nullptr;
+  const std::uint64_t version = ino - kFirstVersionIno;
+  ContentPtr current = service_.current();
+  if (current && current->version == version) return current;
+  std::lock_guard lock(mu_);
+  auto it = versions_.find(version);
+  return it == versions_.end() ? nullptr : it->second.content;
+}
+
+void FuseFs::do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_entry_param e{};
+  e.entry_timeout = options_.cache_seconds;  // also for negative entries (ino 0)
+  if (parent != FUSE_ROOT_ID) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  if (std::strcmp(name, kStatusName) == 0) {
+    e.ino = kStatusIno;
+  } else if (options_.file_name == name) {
+    // The newest version, or version 1 while nothing is known.
+    ContentPtr current = service_.current();
+    const std::uint64_t version = current ? current->version : 1;
+    e.ino = ino_of(version);
+    std::lock_guard lock(mu_);
+    ++versions_[version].nlookup;
+  }
+  if (e.ino != 0) e.attr = attr_of(e.ino, &e.attr_timeout);
+  if (fuse_reply_entry(req, &e) != 0 && is_version(e.ino)) do_forget(e.ino, 1);
+}
+
+void FuseFs::do_forget(fuse_ino_t ino, std::uint64_t nlookup) {
+  if (!is_version(ino)) return;
+  std::lock_guard lock(mu_);
+  auto it = versions_.find(ino - kFirstVersionIno);
+  if (it == versions_.end()) return;
+  it->second.nlookup -= std::min(nlookup, it->second.nlookup);
+  if (it->second.nlookup == 0) versions_.erase(it);  // the current version lives in the service
+}
+
+void FuseFs::do_getattr(fuse_req_t req, fuse_ino_t ino) {
+  if (ino != FUSE_ROOT_ID && ino != kStatusIno && !is_version(ino)) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  double timeout = 0;
+  const struct stat st = attr_of(ino, &timeout);
+  fuse_reply_attr(req, &st, timeout);
+}
+
+void FuseFs::do_setattr(fuse_req_t req, fuse_ino_t ino, const struct stat* attr, int to_set) {
+  if (!is_version(ino)) {
+    fuse_reply_err(req, ino == FUSE_ROOT_ID ? EPERM : EACCES);
+    return;
+  }
+  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    fuse_reply_err(req, EPERM);  // owner and mode are set by --uid, --gid and --mode
+    return;
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (options_.read_only) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    const int rc = service_.truncate(fuse_req_ctx(req)->pid, static_cast<std::uint64_t>(attr->st_size));
+    if (rc != 0) {
+      fuse_reply_err(req, rc);
+      return;
+    }
+  }
+  // The truncate is staged, not applied: the reply keeps the served size, so the kernel keeps
+  // the page cache that concurrent readers use.
+  double timeout = 0;
+  const struct stat st = attr_of(ino, &timeout);
+  fuse_reply_attr(req, &st, timeout);
+}
+
+void FuseFs::do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (ino == kStatusIno) {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+      fuse_reply_err(req, EACCES);
+      return;
+    }
+    fi->direct_io = 1;  // fresh JSON on every read while opens still reach us
+    fi->fh = kFreshStatusFh;
+    fuse_reply_open(req, fi);
+    return;
+  }
+  if (!is_version(ino)) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  if ((fi->flags & O_ACCMODE) == O_WRONLY) {
+    if (options_.read_only) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    // Before any content: the writer's bytes go straight to us, never through the page cache.
+    fi->direct_io = 1;
+    fuse_reply_open(req, fi);
+    return;
+  }
+  // A reader: wait for the content. ENOSYS tells the kernel to stop sending OPEN (and RELEASE)
+  // at all; it is only sent once content exists, so no open can then miss a fetch.
+  const WaiterId id = next_waiter_.fetch_add(1);
+  auto reply = [this, req](const ReadOutcome& outcome) {
+    if (outcome.content) {
+      content_seen_.store(true);
+      fuse_reply_err(req, ENOSYS);
+    } else {
+      fuse_reply_err(req, outcome.error != 0 ? outcome.error : EIO);
+    }
+  };
+  // Register for interrupts before parking: the request may be answered (and freed) by another
+  // thread as soon as it is parked.
+  fuse_req_interrupt_func(
+      req,
+      [](fuse_req_t r, void* data) {
+        if (self(r)->service_.cancel(reinterpret_cast<WaiterId>(data))) {
+          spdlog::debug("A waiting reader was interrupted");
+          fuse_reply_err(r, EINTR);
+        }
+      },
+      reinterpret_cast<void*>(id));
+  if (auto now = service_.read(id, reply)) reply(*now);
+}
+
+void FuseFs::do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool fresh) {
+  if (ino == kStatusIno) {
+    // Through the page cache the kernel knows the size of the last rendering: serve that one.
+    std::lock_guard lock(mu_);
+    if ((fresh && off == 0) || status_text_.empty()) status_text_ = render_status();
+    const std::string_view text = status_text_;
+    const size_t start = std::min(text.size(), static_cast<size_t>(off));
+    fuse_reply_buf(req, text.data() + start, std::min(size, text.size() - start));
+    return;
+  }
+  ContentPtr c = content_of(ino);
+  if (!c) {
+    spdlog::error("Cannot read inode {}: no content for that version", ino);
+    fuse_reply_err(req, EIO);
+    return;
+  }
+  const std::string_view bytes = c->bytes;
+  const size_t start = std::min(bytes.size(), static_cast<size_t>(off));
+  fuse_reply_buf(req, bytes.data() + start, std::min(size, bytes.size() - start));
+}
+
+void FuseFs::do_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off) {
+  if (!is_version(ino) || options_.read_only) {
+    fuse_reply_err(req, options_.read_only ? EROFS : EACCES);
+    return;
+  }
+  const int rc = service_.write(fuse_req_ctx(req)->pid, static_cast<std::uint64_t>(off), std::string_view(buf, size));
+  if (rc != 0) {
+    fuse_reply_err(req, rc);
+  } else {
+    fuse_reply_write(req, size);
+  }
+}
+
+void FuseFs::do_flush(fuse_req_t req, fuse_ino_t ino) {
+  if (is_version(ino)) {
+    if (std::optional<int> rc = service_.flush(fuse_req_ctx(req)->pid)) {
+      fuse_reply_err(req, *rc);
+      return;
+    }
+  }
+  // Nothing staged. Once readers get content, ENOSYS stops FLUSH for good (every close would
+  // otherwise cost a round trip); later writers are then committed when they fall quiet.
+  fuse_reply_err(req, content_seen_.load() ? ENOSYS : 0);
+}
+
+void FuseFs::do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  if (ino != FUSE_ROOT_ID) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  ContentPtr current = service_.current();
+  const struct {
+    const char* name;
+    fuse_ino_t ino;
+    mode_t type;
+  } entries[] = {
+      {".", FUSE_ROOT_ID, S_IFDIR},
+      {"..", FUSE_ROOT_ID, S_IFDIR},
+      {kStatusName, kStatusIno, S_IFREG},
+      {options_.file_name.c_str(), ino_of(current ? current->version : 1), S_IFREG},
+  };
+  std::string buf(size, '\0');
+  size_t used = 0;
+  for (off_t i = off; i < static_cast<off_t>(std::size(entries)); ++i) {
+    struct stat st{};
+    st.st_ino = entries[i].ino;
+    st.st_mode = entries[i].type;
+    const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name, &st, i + 1);
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void FuseFs::on_new_version(const ContentPtr& now, const ContentPtr& before) {
+  fuse_session* se = session_.load();
+  {
+    std::lock_guard lock(mu_);
+    // Descriptors open on the old version keep reading it until the kernel forgets it.
+    if (before) {
+      if (auto it = versions_.find(before->version); it != versions_.end()) it->second.content = before;
+    }
+  }
+  if (se == nullptr) return;
+  // The new inode may be the one the kernel looked up before any content existed (size 0):
+  // make it ask again before the waiting readers are answered.
+  fuse_lowlevel_notify_inval_inode(se, ino_of(now->version), 0, 0);
+  if (before) {
+    // New lookups get the new inode. A writer may have rewritten the old inode's cached pages:
+    // drop them, readers of the old version re-read it from us.
+    fuse_lowlevel_notify_inval_entry(se, FUSE_ROOT_ID, options_.file_name.c_str(), options_.file_name.size());
+    if (now->source == ContentSource::kWrite) fuse_lowlevel_notify_inval_inode(se, ino_of(before->version), 0, 0);
+  }
+}
+
+std::string FuseFs::render_status() {
+  nlohmann::json j = service_.status();
+  j["file"] = options_.file_name;
+  j["status_renders"] = ++status_renders_;
+  return j.dump(2) + "\n";
+}
+
+}  // namespace irsafs

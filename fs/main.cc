@@ -1,1 +1,3 @@
-int main() { return 0; }
+#include "fs/cli.h"
+
+int main(int argc, char** argv) { return irsafs::run_cli(argc, argv); }

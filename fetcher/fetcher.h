@@ -1,0 +1,61 @@
+// One fetch of the AWS config from irsa-svc: token, POST, validation, retries, all within a
+// deadline. The same code serves `irsafs fetch` and the mount.
+#pragma once
+
+#include <optional>
+#include <stop_token>
+#include <string>
+
+#include "fetcher/clock.h"
+#include "fetcher/retry.h"
+#include "fetcher/transport.h"
+
+namespace irsafs {
+
+struct FetchSettings {
+  std::string endpoint;
+  std::string token_url;
+  std::string run_id;
+  std::optional<std::string> workload_type;  // left out of the request when unknown
+  Duration deadline = std::chrono::seconds(60);  // the whole fetch, retries included
+  RetryPolicy retry;
+};
+
+struct FetchResult {
+  bool ok = false;
+  bool cancelled = false;
+  std::string content;  // the validated config when ok
+  std::string error;    // why it failed, one line, never the token or the content
+  int attempts = 0;     // rounds of token + POST
+  int requests = 0;     // POSTs that reached irsa-svc (or tried to)
+  int token_requests = 0;
+  Duration elapsed{};
+};
+
+class Fetcher {
+ public:
+  Fetcher(FetchSettings settings, Transport& transport, Clock& clock, Random& random)
+      : settings_(std::move(settings)), transport_(transport), clock_(clock), random_(random) {}
+
+  // Blocks until success, a permanent failure, the deadline, or `stop`.
+  FetchResult fetch(std::stop_token stop = {});
+
+  const FetchSettings& settings() const { return settings_; }
+
+ private:
+  struct Attempt;
+  Attempt attempt_once(TimePoint deadline, FetchResult& result, std::stop_token stop);
+
+  FetchSettings settings_;
+  Transport& transport_;
+  Clock& clock_;
+  Random& random_;
+};
+
+// The request body irsa-svc expects.
+std::string request_body(const FetchSettings& settings);
+
+// "1.25 s" style text for log lines.
+std::string format_seconds(Duration d);
+
+}  // namespace irsafs

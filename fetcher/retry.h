@@ -1,0 +1,33 @@
+// Retry schedule for calls to irsa-svc: exponential backoff with full jitter, paced by the
+// server's Retry-After when it sends one.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "fetcher/clock.h"
+
+namespace irsafs {
+
+struct RetryPolicy {
+  // Attempt n (1-based) failed: sleep U(0, min(cap, base * 2^(n-1))).
+  Duration base = std::chrono::milliseconds(500);
+  Duration cap = std::chrono::seconds(20);
+  // A Retry-After of R seconds: sleep R + U(0, R) (the server sets the pace; the jitter spreads
+  // the clients it just shed), never more than this.
+  Duration retry_after_cap = std::chrono::seconds(120);
+
+  // The delay before the attempt after failed attempt `attempt` (1-based).
+  Duration backoff(int attempt, Random& random) const;
+  // The delay for a server-given Retry-After.
+  Duration paced(Duration retry_after, Random& random) const;
+};
+
+// Parses a Retry-After value: delta-seconds or an HTTP date (IMF-fixdate, RFC 850 or asctime).
+// A date in the past gives zero. Returns nullopt when unparseable.
+std::optional<Duration> parse_retry_after(std::string_view value, WallTime now);
+
+// Which HTTP statuses are worth another attempt: 408, 429 and 5xx.
+bool is_retryable_status(long status);
+
+}  // namespace irsafs
