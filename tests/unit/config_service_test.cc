@@ -1,0 +1,336 @@
+#include "core/config_service.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+#include "fakes.h"
+#include "fetcher/validator.h"
+
+namespace irsafs {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using ::testing::HasSubstr;
+using testing::FakeClock;
+using testing::FakeRandom;
+using testing::ManualLauncher;
+
+constexpr const char* kV1 = "[profile a]\nrole_arn = arn:aws:iam::1:role/a\n";
+constexpr const char* kV2 = "[profile a]\nrole_arn = arn:aws:iam::1:role/a\n\n[profile b]\nregion = x\n";
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  ServiceTest() { make({}); }
+
+  void make(ServiceOptions o) {
+    o.read_deadline = seconds(10);
+    if (o.refresh_interval == Duration::zero()) o.refresh_interval = refresh_;
+    svc = std::make_unique<ConfigService>(o, launcher, clock, random);
+    svc->set_content_listener([this](const ContentPtr& now, const ContentPtr& before) {
+      events.push_back("publish v" + std::to_string(now->version) + (before ? " over v" + std::to_string(before->version) : ""));
+    });
+  }
+
+  // A reader; its outcome lands in outcomes[id].
+  std::optional<ReadOutcome> read(WaiterId id) {
+    return svc->read(id, [this, id](const ReadOutcome& o) {
+      events.push_back("reply " + std::to_string(id));
+      outcomes[id] = o;
+    });
+  }
+
+  FakeClock clock;
+  FakeRandom random{0.0};
+  ManualLauncher launcher;
+  Duration refresh_{};
+  std::unique_ptr<ConfigService> svc;
+  std::map<WaiterId, ReadOutcome> outcomes;
+  std::vector<std::string> events;
+};
+
+TEST_F(ServiceTest, NothingHappensUntilTheFirstRead) {
+  svc->tick();
+  EXPECT_TRUE(launcher.pending.empty());
+  EXPECT_EQ(svc->status()["state"], "empty");
+  EXPECT_EQ(svc->status()["upstream_requests"], 0);
+}
+
+TEST_F(ServiceTest, ConcurrentReadersShareOneFetchAndTheSameBytes) {
+  for (WaiterId id = 1; id <= 500; ++id) EXPECT_FALSE(read(id));
+  ASSERT_EQ(launcher.pending.size(), 1u);  // coalesced
+  EXPECT_EQ(svc->status()["state"], "fetching");
+  EXPECT_EQ(svc->status()["waiting_readers"], 500);
+  launcher.succeed(kV1);
+  ASSERT_EQ(outcomes.size(), 500u);
+  for (auto& [id, o] : outcomes) {
+    ASSERT_TRUE(o.content) << id;
+    EXPECT_EQ(o.content->bytes, kV1);
+    EXPECT_EQ(o.content->version, 1u);
+  }
+  // The adapter hears of the new version before any waiter is answered.
+  EXPECT_EQ(events.front(), "publish v1");
+  // Later readers get the content at once, no fetch.
+  auto now = read(501);
+  ASSERT_TRUE(now && now->content);
+  EXPECT_EQ(now->content->bytes, kV1);
+  EXPECT_TRUE(launcher.pending.empty());
+  const auto st = svc->status();
+  EXPECT_EQ(st["state"], "ready");
+  EXPECT_EQ(st["source"], "irsa-svc");
+  EXPECT_EQ(st["bytes"], std::string(kV1).size());
+  EXPECT_EQ(st["sha256"], sha256_hex(kV1));
+  EXPECT_EQ(st["upstream_requests"], 1);
+}
+
+TEST_F(ServiceTest, AFailureIsFannedOutToEveryWaiterThenHeldOff) {
+  for (WaiterId id = 1; id <= 3; ++id) read(id);
+  launcher.fail("irsa-svc: HTTP 503: busy");
+  ASSERT_EQ(outcomes.size(), 3u);
+  for (auto& [id, o] : outcomes) {
+    EXPECT_FALSE(o.content);
+    EXPECT_EQ(o.error, EIO);
+    EXPECT_THAT(o.why, HasSubstr("HTTP 503"));
+  }
+  const auto st = svc->status();
+  EXPECT_EQ(st["state"], "error");
+  EXPECT_THAT(st["last_error"].get<std::string>(), HasSubstr("HTTP 503"));
+  // A new reader waits: no fetch before the hold-off (1 s * U(0.5,1) = 0.5 s here) ends.
+  EXPECT_FALSE(read(4));
+  EXPECT_TRUE(launcher.pending.empty());
+  ASSERT_TRUE(svc->next_wakeup());
+  clock.advance(milliseconds(499));
+  svc->tick();
+  EXPECT_TRUE(launcher.pending.empty());
+  clock.advance(milliseconds(1));
+  svc->tick();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV1);
+  ASSERT_TRUE(outcomes[4].content);
+}
+
+TEST_F(ServiceTest, HoldOffGrowsWithConsecutiveFailures) {
+  random.set(0.999999);
+  read(1);
+  launcher.fail("x");
+  TimePoint t = clock.now();
+  read(2);
+  EXPECT_NEAR(std::chrono::duration<double>(*svc->next_wakeup() - t).count(), 1.0, 1e-3);
+  clock.advance(seconds(1));
+  svc->tick();
+  launcher.fail("x");
+  t = clock.now();
+  read(3);
+  EXPECT_NEAR(std::chrono::duration<double>(*svc->next_wakeup() - t).count(), 2.0, 1e-3);
+}
+
+TEST_F(ServiceTest, NoReaderWaitsBeyondTheDeadline) {
+  read(1);
+  clock.advance(seconds(5));
+  read(2);
+  clock.advance(seconds(5));
+  svc->tick();
+  ASSERT_EQ(outcomes.count(1), 1u);
+  EXPECT_EQ(outcomes[1].error, EIO);
+  EXPECT_THAT(outcomes[1].why, HasSubstr("deadline"));
+  EXPECT_EQ(outcomes.count(2), 0u);  // still within its own deadline
+  launcher.succeed(kV1);
+  EXPECT_TRUE(outcomes[2].content);
+}
+
+TEST_F(ServiceTest, CancelTakesBackAParkedReaderOnce) {
+  read(1);
+  read(2);
+  EXPECT_TRUE(svc->cancel(1));
+  EXPECT_FALSE(svc->cancel(1));
+  launcher.succeed(kV1);
+  EXPECT_EQ(outcomes.count(1), 0u);
+  EXPECT_TRUE(outcomes[2].content);
+  EXPECT_FALSE(svc->cancel(2));  // already answered
+}
+
+TEST_F(ServiceTest, RefreshReplacesAtomicallyAndAFailedRefreshKeepsTheContent) {
+  read(1);
+  launcher.succeed(kV1);
+  const ContentPtr v1 = svc->current();
+  svc->refresh_now();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  EXPECT_EQ(svc->status()["refreshing"], true);
+  // Readers keep the current content while the refresh runs.
+  EXPECT_EQ(read(2)->content, v1);
+  launcher.fail("HTTP 500");
+  EXPECT_EQ(svc->current(), v1);
+  auto st = svc->status();
+  EXPECT_EQ(st["state"], "ready");
+  EXPECT_THAT(st["last_error"].get<std::string>(), HasSubstr("HTTP 500"));
+  svc->refresh_now();
+  launcher.succeed(kV2);
+  const ContentPtr v2 = svc->current();
+  EXPECT_EQ(v2->version, 2u);
+  EXPECT_EQ(v2->bytes, kV2);
+  EXPECT_EQ(v1->bytes, kV1);  // the old snapshot is untouched for readers that hold it
+  EXPECT_EQ(events.back(), "publish v2 over v1");
+  // The same bytes again make no new version.
+  svc->refresh_now();
+  launcher.succeed(kV2);
+  EXPECT_EQ(svc->current(), v2);
+}
+
+TEST_F(ServiceTest, RefreshIntervalSchedulesTheNextFetch) {
+  refresh_ = seconds(30);
+  make({});
+  read(1);
+  launcher.succeed(kV1);
+  EXPECT_EQ(*svc->next_wakeup(), clock.now() + seconds(30));
+  clock.advance(seconds(30));
+  svc->tick();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV2);
+  EXPECT_EQ(svc->current()->bytes, kV2);
+  EXPECT_NE(svc->status()["next_refresh_at"], nullptr);
+}
+
+TEST_F(ServiceTest, SeedingWithoutAnyReadNeverFetches) {
+  EXPECT_EQ(svc->truncate(7, 0), 0);
+  EXPECT_EQ(svc->write(7, 0, "[profile a]\nrole_arn"), 0);
+  EXPECT_EQ(svc->write(7, 20, " = arn:aws:iam::1:role/a\n"), 0);
+  // A reader arriving mid-write waits for the writer, not for irsa-svc.
+  EXPECT_FALSE(read(1));
+  EXPECT_TRUE(launcher.pending.empty());
+  EXPECT_EQ(svc->flush(7), 0);
+  ASSERT_TRUE(outcomes[1].content);
+  EXPECT_EQ(outcomes[1].content->bytes, kV1);
+  EXPECT_EQ(svc->status()["source"], "write");
+  svc->refresh_now();  // a written config is never replaced by a fetch
+  EXPECT_TRUE(launcher.pending.empty());
+  EXPECT_EQ(svc->status()["upstream_requests"], 0);
+}
+
+TEST_F(ServiceTest, AQuietWriterIsCommittedWithoutAFlush) {
+  svc->write(3, 0, kV1);
+  EXPECT_FALSE(svc->current());
+  clock.advance(milliseconds(100));
+  svc->tick();
+  ASSERT_TRUE(svc->current());
+  EXPECT_EQ(svc->current()->bytes, kV1);
+}
+
+TEST_F(ServiceTest, SplitWritesAreNotJudgedByAValidLookingPrefix) {
+  const std::string text = kV2;
+  svc->write(3, 0, text.substr(0, 40));  // a valid config on its own
+  clock.advance(milliseconds(50));
+  svc->tick();
+  EXPECT_FALSE(svc->current());
+  svc->write(3, 40, text.substr(40));
+  clock.advance(milliseconds(100));
+  svc->tick();
+  EXPECT_EQ(svc->current()->bytes, text);
+}
+
+TEST_F(ServiceTest, InvalidWritesAreRefusedAndLeaveTheContentUnchanged) {
+  read(1);
+  launcher.succeed(kV1);
+  EXPECT_EQ(svc->write(3, 0, "<!DOCTYPE html>\n"), EINVAL);
+  EXPECT_EQ(svc->current()->bytes, kV1);
+  // Complete but invalid at commit: a line without '='.
+  EXPECT_EQ(svc->write(4, 0, "[profile a]\njunk"), 0);
+  EXPECT_EQ(svc->flush(4), EINVAL);
+  EXPECT_EQ(svc->current()->bytes, kV1);
+  const auto st = svc->status();
+  EXPECT_EQ(st["writes"]["rejected"], 2);
+  EXPECT_EQ(st["source"], "irsa-svc");
+  EXPECT_EQ(svc->flush(4), std::nullopt);  // the session is gone
+}
+
+TEST_F(ServiceTest, RewritingTheSameTextChangesNothing) {
+  svc->write(1, 0, kV1);
+  svc->flush(1);
+  const ContentPtr v1 = svc->current();
+  for (std::uint64_t w = 2; w < 10; ++w) {
+    svc->truncate(w, 0);
+    svc->write(w, 0, kV1);
+  }
+  clock.advance(milliseconds(100));
+  svc->tick();
+  EXPECT_EQ(svc->current(), v1);
+  EXPECT_EQ(events, (std::vector<std::string>{"publish v1"}));
+}
+
+TEST_F(ServiceTest, WritersDoNotMixTheirTexts) {
+  svc->truncate(1, 0);
+  svc->truncate(2, 0);
+  svc->write(1, 0, std::string(kV2).substr(0, 30));
+  svc->write(2, 0, kV1);
+  svc->write(1, 30, std::string(kV2).substr(30));
+  EXPECT_EQ(svc->flush(2), 0);
+  EXPECT_EQ(svc->current()->bytes, kV1);
+  EXPECT_EQ(svc->flush(1), 0);
+  EXPECT_EQ(svc->current()->bytes, kV2);
+}
+
+TEST_F(ServiceTest, SeedingRacingAFetchWinsAndTheFetchIsDiscarded) {
+  read(1);
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  svc->write(9, 0, kV2);
+  svc->flush(9);
+  ASSERT_TRUE(outcomes[1].content);
+  EXPECT_EQ(outcomes[1].content->bytes, kV2);
+  launcher.succeed(kV1);  // arrives late
+  EXPECT_EQ(svc->current()->bytes, kV2);
+  EXPECT_EQ(svc->status()["source"], "write");
+  EXPECT_EQ(svc->status()["upstream_requests"], 1);
+}
+
+TEST_F(ServiceTest, AnInvalidSeedLetsWaitingReadersFallBackToAFetch) {
+  svc->write(9, 0, "[profile a]\n");
+  read(1);
+  EXPECT_TRUE(launcher.pending.empty());
+  svc->write(9, 12, "garbage line\n");  // complete invalid line: refused at once
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV1);
+  EXPECT_EQ(outcomes[1].content->bytes, kV1);
+}
+
+TEST_F(ServiceTest, ReadOnlyRefusesWrites) {
+  ServiceOptions o;
+  o.writable = false;
+  make(o);
+  EXPECT_EQ(svc->write(1, 0, kV1), EROFS);
+  EXPECT_EQ(svc->truncate(1, 0), EROFS);
+}
+
+TEST_F(ServiceTest, WritesBeyondTheSizeCapAreRefused) {
+  EXPECT_EQ(svc->write(1, kMaxConfigBytes, "x"), EFBIG);
+  EXPECT_EQ(svc->truncate(1, kMaxConfigBytes + 1), EFBIG);
+}
+
+TEST_F(ServiceTest, ShutdownFailsWaitersAndStartsNoFetch) {
+  read(1);
+  svc->shutdown();
+  EXPECT_EQ(outcomes[1].error, EIO);
+  auto late = read(2);
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->error, EIO);
+  svc->refresh_now();
+  EXPECT_EQ(launcher.pending.size(), 1u);  // only the one started before shutdown
+}
+
+TEST_F(ServiceTest, PrefetchStartsAtOnceAndOnlyOnce) {
+  svc->prefetch();
+  svc->prefetch();
+  EXPECT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV1);
+  svc->prefetch();
+  EXPECT_TRUE(launcher.pending.empty());
+}
+
+TEST_F(ServiceTest, StatusNeverHoldsTheContent) {
+  svc->write(1, 0, "[profile secret]\naws_secret_access_key = SUPERSECRET\n");
+  svc->flush(1);
+  EXPECT_EQ(svc->status().dump().find("SUPERSECRET"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace irsafs

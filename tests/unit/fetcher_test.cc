@@ -1,0 +1,176 @@
+#include "fetcher/fetcher.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "fakes.h"
+
+namespace irsafs {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::FakeClock;
+using testing::FakeRandom;
+using testing::ScriptedTransport;
+
+constexpr const char* kToken = "http://127.0.0.1:8899/access-token";
+constexpr const char* kEndpoint = "https://irsa/map_iam_roles_to_pod_sa";
+
+class FetcherTest : public ::testing::Test {
+ protected:
+  FetchSettings settings() {
+    FetchSettings s;
+    s.endpoint = kEndpoint;
+    s.token_url = kToken;
+    s.run_id = "run-1";
+    s.deadline = seconds(60);
+    return s;
+  }
+  FetchResult fetch() {
+    Fetcher f(settings(), transport, clock, random);
+    return f.fetch();
+  }
+
+  FakeClock clock;
+  FakeRandom random{0.5};
+  ScriptedTransport transport{kToken, &clock};
+};
+
+TEST_F(FetcherTest, SuccessSendsTokenRunIdAndNoUnknownWorkloadType) {
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.content, transport.default_body);
+  EXPECT_EQ(r.requests, 1);
+  EXPECT_EQ(r.token_requests, 1);
+  ASSERT_EQ(transport.seen.size(), 2u);
+  EXPECT_EQ(transport.seen[0].url, kToken);
+  EXPECT_EQ(transport.seen[1].bearer, "token-1");
+  const auto body = nlohmann::json::parse(transport.seen[1].body);
+  EXPECT_EQ(body, nlohmann::json({{"run_id", "run-1"}}));
+}
+
+TEST_F(FetcherTest, WorkloadTypeIsSentWhenKnown) {
+  FetchSettings s = settings();
+  s.workload_type = "cluster-worker";
+  EXPECT_EQ(nlohmann::json::parse(request_body(s)),
+            nlohmann::json({{"run_id", "run-1"}, {"irsa_workload_type", "cluster-worker"}}));
+}
+
+TEST_F(FetcherTest, RetriesServerErrorsWithGrowingFullJitterAndAFreshTokenEachTime) {
+  transport.post_script = {ScriptedTransport::status(500, "oops"), ScriptedTransport::status(502),
+                           ScriptedTransport::transport_error("Connection refused"),
+                           ScriptedTransport::status(408), ScriptedTransport::status(429)};
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.requests, 6);
+  EXPECT_EQ(r.token_requests, 6);
+  // base 500 ms, doubling, times U = 0.5.
+  EXPECT_EQ(clock.sleeps, (std::vector<Duration>{milliseconds(250), milliseconds(500), milliseconds(1000),
+                                                 milliseconds(2000), milliseconds(4000)}));
+  for (int i = 1; i < 6; ++i) EXPECT_EQ(transport.seen[2 * i + 1].bearer, "token-" + std::to_string(i + 1));
+}
+
+TEST_F(FetcherTest, RetryAfterSecondsSetsThePace) {
+  transport.post_script = {ScriptedTransport::status(503, "busy", "3")};
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(clock.sleeps, (std::vector<Duration>{milliseconds(4500)}));  // 3 + U(0,3)
+}
+
+TEST_F(FetcherTest, RetryAfterHttpDateIsHonoured) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(clock.wall_now()) + 10;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char date[64];
+  std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  transport.post_script = {ScriptedTransport::status(429, "", date)};
+  random.set(0.0);
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok);
+  ASSERT_EQ(clock.sleeps.size(), 1u);
+  EXPECT_NEAR(std::chrono::duration<double>(clock.sleeps[0]).count(), 10.0, 1.0);
+}
+
+TEST_F(FetcherTest, Unauthorized401GetsExactlyOneFreshTokenAndOneMoreTry) {
+  transport.post_script = {ScriptedTransport::status(401, "expired")};
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.requests, 2);
+  EXPECT_EQ(r.token_requests, 2);
+  EXPECT_TRUE(clock.sleeps.empty());
+  EXPECT_EQ(transport.seen[3].bearer, "token-2");
+}
+
+TEST_F(FetcherTest, Unauthorized401TwiceFails) {
+  transport.post_script = {ScriptedTransport::status(401, "no"), ScriptedTransport::status(401, "still no")};
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.requests, 2);
+  EXPECT_THAT(r.error, HasSubstr("HTTP 401: still no"));
+}
+
+TEST_F(FetcherTest, Other4xxFailAtOnceNamingStatusAndFirstBodyLine) {
+  transport.post_script = {ScriptedTransport::status(403, "Forbidden: role not mapped\nsecond line")};
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.requests, 1);
+  EXPECT_THAT(r.error, HasSubstr("HTTP 403: Forbidden: role not mapped"));
+  EXPECT_THAT(r.error, Not(HasSubstr("second line")));
+}
+
+TEST_F(FetcherTest, InvalidBodiesAreRetriedAndNamed) {
+  transport.post_script = {ScriptedTransport::ok("<!DOCTYPE html>\n<html></html>\n"),
+                           ScriptedTransport::ok("{\"error\": \"x\"}"), ScriptedTransport::ok("")};
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.requests, 4);
+}
+
+TEST_F(FetcherTest, GivesUpAtTheDeadlineWithTheLastReason) {
+  transport.latency = seconds(1);
+  transport.post_script.assign(100, ScriptedTransport::status(503, "Service Unavailable"));
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.error, HasSubstr("HTTP 503: Service Unavailable"));
+  EXPECT_THAT(r.error, HasSubstr("deadline"));
+  EXPECT_LE(r.elapsed, seconds(60));
+  // Each request is told how long it may take at most: what is left of the deadline.
+  for (const auto& s : transport.seen) EXPECT_LE(*s.timeout, seconds(60));
+  EXPECT_LT(*transport.seen.back().timeout, seconds(60));
+}
+
+TEST_F(FetcherTest, TokenEndpointFailuresAreNamedAndRetried) {
+  transport.token_script = {ScriptedTransport::status(500, "proxy down"),
+                            ScriptedTransport::transport_error("Connection refused")};
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.token_requests, 3);
+  EXPECT_EQ(r.requests, 1);
+}
+
+TEST_F(FetcherTest, TokenNeverAppearsInErrors) {
+  transport.token_script = {ScriptedTransport::ok("SECRET-TOKEN-123\n")};
+  transport.post_script = {ScriptedTransport::status(403, "denied")};
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(transport.seen[1].bearer, "SECRET-TOKEN-123");  // trailing newline dropped
+  EXPECT_THAT(r.error, Not(HasSubstr("SECRET")));
+}
+
+TEST_F(FetcherTest, StopCancelsDuringBackoff) {
+  transport.post_script = {ScriptedTransport::status(503)};
+  std::stop_source stop;
+  stop.request_stop();
+  Fetcher f(settings(), transport, clock, random);
+  FetchResult r = f.fetch(stop.get_token());
+  EXPECT_FALSE(r.ok);
+  EXPECT_TRUE(r.cancelled);
+}
+
+}  // namespace
+}  // namespace irsafs
