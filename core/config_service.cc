@@ -367,30 +367,31 @@ State ConfigService::state_locked() const {
   return fetch_failures_ > 0 || writes_rejected_ > 0 ? State::kError : State::kEmpty;
 }
 
-nlohmann::json ConfigService::status() const {
+nlohmann::ordered_json ConfigService::status() const {
   std::lock_guard lock(mu_);
   const TimePoint now = clock_.now();
   const WallTime wall = clock_.wall_now();
   auto wall_of = [&](TimePoint t) { return iso8601(wall + std::chrono::duration_cast<WallTime::duration>(t - now)); };
-  nlohmann::json j;
+  using json = nlohmann::ordered_json;
+  json j;
   j["state"] = to_string(state_locked());
   j["refreshing"] = fetching_ && content_ != nullptr;
-  j["source"] = content_ ? nlohmann::json(to_string(content_->source)) : nlohmann::json(nullptr);
+  j["source"] = content_ ? json(to_string(content_->source)) : json(nullptr);
   j["version"] = content_ ? content_->version : 0;
   j["bytes"] = content_ ? content_->bytes.size() : 0;
-  j["sha256"] = content_ ? nlohmann::json(content_->sha256) : nlohmann::json(nullptr);
-  j["obtained_at"] = content_ ? nlohmann::json(iso8601(content_->obtained_at)) : nlohmann::json(nullptr);
-  j["last_success_at"] = last_success_at_ ? nlohmann::json(iso8601(*last_success_at_)) : nlohmann::json(nullptr);
-  j["last_fetch_ms"] = fetches_ > 0 && !fetching_ ? nlohmann::json(millis(last_fetch_duration_)) : nlohmann::json(nullptr);
+  j["sha256"] = content_ ? json(content_->sha256) : json(nullptr);
+  j["obtained_at"] = content_ ? json(iso8601(content_->obtained_at)) : json(nullptr);
+  j["last_success_at"] = last_success_at_ ? json(iso8601(*last_success_at_)) : json(nullptr);
+  j["last_fetch_ms"] = fetches_ > 0 && !fetching_ ? json(millis(last_fetch_duration_)) : json(nullptr);
   j["fetches"] = fetches_;
   j["upstream_requests"] = requests_;
   j["token_requests"] = token_requests_;
   j["failures"] = fetch_failures_;
-  j["last_error"] = last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(last_error_);
-  j["last_error_at"] = last_error_at_ ? nlohmann::json(iso8601(*last_error_at_)) : nlohmann::json(nullptr);
-  j["next_refresh_at"] = next_refresh_ ? nlohmann::json(wall_of(*next_refresh_)) : nlohmann::json(nullptr);
+  j["last_error"] = last_error_.empty() ? json(nullptr) : json(last_error_);
+  j["last_error_at"] = last_error_at_ ? json(iso8601(*last_error_at_)) : json(nullptr);
+  j["next_refresh_at"] = next_refresh_ ? json(wall_of(*next_refresh_)) : json(nullptr);
   j["next_fetch_not_before"] =
-      hold_until_ && *hold_until_ > now ? nlohmann::json(wall_of(*hold_until_)) : nlohmann::json(nullptr);
+      hold_until_ && *hold_until_ > now ? json(wall_of(*hold_until_)) : json(nullptr);
   j["waiting_readers"] = waiters_.size();
   j["writes"] = {{"committed", writes_committed_}, {"rejected", writes_rejected_}, {"pending", sessions_.size()}};
   j["uptime_s"] = std::chrono::duration<double>(now - started_at_).count();

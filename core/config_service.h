@@ -104,7 +104,7 @@ class ConfigService {
   void tick();          // run what is due: deadlines, hold-off ends, refreshes, quiet writes
   std::optional<TimePoint> next_wakeup() const;
   void shutdown();      // fail waiters with EIO, start no more fetches
-  nlohmann::json status() const;
+  nlohmann::ordered_json status() const;
 
  private:
   struct Parked {

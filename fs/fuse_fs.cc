@@ -23,7 +23,11 @@ timespec to_timespec(WallTime t) {
   return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
 }
 
-FuseFs* self(fuse_req_t req) { return static_cast<FuseFs*>(fuse_req_userdata(req)); }
+FuseFs* self(fuse_req_t req) {
+  auto* fs = static_cast<FuseFs*>(fuse_req_userdata(req));
+  fs->count_request();
+  return fs;
+}
 
 // No exception may cross into libfuse: one place maps them to a reply.
 template <typename F>
@@ -368,9 +372,9 @@ void FuseFs::on_new_version(const ContentPtr& now, const ContentPtr& before) {
 }
 
 std::string FuseFs::render_status() {
-  nlohmann::json j = service_.status();
+  nlohmann::ordered_json j = service_.status();
   j["file"] = options_.file_name;
-  j["status_renders"] = ++status_renders_;
+  j["fuse_requests"] = requests_.load();
   return j.dump(2) + "\n";
 }
 

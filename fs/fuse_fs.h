@@ -47,6 +47,9 @@ class FuseFs {
   void attach(fuse_session* session) { session_.store(session); }
   void detach() { session_.store(nullptr); }
 
+  // Requests that reached the daemon (shown in .status; the warm path should add none).
+  void count_request() { requests_.fetch_add(1, std::memory_order_relaxed); }
+
   // ConfigService's content listener: drops the kernel's view of the old version.
   void on_new_version(const ContentPtr& now, const ContentPtr& before);
 
@@ -80,13 +83,13 @@ class FuseFs {
   const timespec started_;
   std::atomic<fuse_session*> session_{nullptr};
   std::atomic<std::uint64_t> next_waiter_{1};
-  std::atomic<bool> content_seen_{false};  // some reader got content: opens may be skipped
+  std::atomic<bool> content_seen_{false};
+  std::atomic<std::uint64_t> requests_{0};  // some reader got content: opens may be skipped
 
   // Lock order: mu_ before the service's lock (render_status holds mu_ and asks the service).
   std::mutex mu_;
   std::map<std::uint64_t, VersionInode> versions_;  // guarded by mu_
   std::string status_text_;                         // guarded by mu_: last rendered .status
-  std::uint64_t status_renders_ = 0;                // guarded by mu_
 };
 
 }  // namespace irsafs

@@ -1,0 +1,36 @@
+#!/bin/sh
+# Installs what irsafs needs on Debian 12, and only what is missing.
+#   tools/install-deps.sh          build and run (compiler, cmake, libraries, fuse3)
+#   tools/install-deps.sh --test   also everything the tests use (GoogleTest, pytest, awscli,
+#                                  boto3, podman for the container test, clang for fuzzing)
+set -eu
+
+runtime="build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev
+nlohmann-json3-dev libspdlog-dev libcli11-dev ca-certificates openssl python3"
+testing="googletest libgtest-dev libgmock-dev libbenchmark-dev python3-pytest awscli python3-boto3
+curl psmisc procps util-linux shellcheck yamllint nodejs npm podman runc debootstrap
+clang-14 libfuzzer-14-dev libclang-rt-14-dev"
+
+want=$runtime
+[ "${1:-}" = "--test" ] && want="$runtime $testing"
+
+missing=""
+for p in $want; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+if [ -z "$missing" ]; then
+  echo "install-deps: everything is installed"
+  exit 0
+fi
+echo "install-deps: installing$missing"
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+$SUDO apt-get install -y -qq --no-install-recommends $missing
