@@ -6,8 +6,8 @@ set -eu
 cd "$(dirname "$0")"
 top=$(pwd)
 tools/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRSAFS_BUILD_TESTS=OFF -DIRSAFS_BUILD_BENCH=OFF >/dev/null
-cmake --build build -j"$(nproc)" --target irsafs
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRSAFS_BUILD_TESTS=OFF -DIRSAFS_BUILD_BENCH=OFF >/dev/null
+cmake --build build-demo -j"$(nproc)" --target irsafs
 
 work=$(mktemp -d /tmp/irsafs-demo.XXXXXX)
 standin_pid=""
@@ -40,7 +40,7 @@ export DOMINO_IRSA_ENDPOINT DOMINO_API_PROXY DOMINO_IRSA_SSL_CERT DOMINO_RUN_ID 
 mkdir -p "$work/aws"
 
 echo "\$ irsafs mount $work/aws"
-build/irsafs mount "$work/aws"
+build-demo/irsafs mount "$work/aws"
 echo
 echo "\$ ls -la $work/aws        # nothing fetched yet (stat shows size 0 before the first read)"
 ls -la "$work/aws"

@@ -195,6 +195,8 @@ Indent leading_space(string_view s) {
   return in;
 }
 
+bool is_blank(string_view s) { return leading_space(s).bytes == s.size(); }
+
 bool is_ascii(string_view s) {
   for (const char ch : s) {
     if (static_cast<unsigned char>(ch) >= 0x80) return false;
@@ -272,7 +274,7 @@ class Parser {
     }
     in_option_ = true;
     const string_view value = body.substr(delim + 1);
-    nested_ = leading_space(value).bytes == value.size();
+    nested_ = is_blank(value);
     return {};
   }
 
@@ -301,24 +303,19 @@ class Parser {
   // it (split at U+2028 / U+2029 like str.splitlines) must contain '='. In an incomplete line
   // the last piece may still get its '='.
   static std::string check_nested(string_view body, size_t lineno, bool complete) {
-    size_t piece_start = 0;
-    for (size_t i = 0; i <= body.size();) {
-      const size_t sep = i < body.size() ? line_separator_at(body, i) : 0;
-      if (i < body.size() && sep == 0) {
-        ++i;
-        continue;
-      }
-      const string_view piece = body.substr(piece_start, i - piece_start);
-      const bool last = i == body.size();
-      const bool blank = leading_space(piece).bytes == piece.size();
-      if (!blank && piece.find('=') == string_view::npos && (complete || !last)) {
+    size_t start = 0;
+    for (;;) {
+      size_t end = start;
+      size_t sep = 0;
+      while (end < body.size() && (sep = line_separator_at(body, end)) == 0) ++end;
+      const string_view piece = body.substr(start, end - start);
+      const bool last = end == body.size();
+      if (!is_blank(piece) && piece.find('=') == string_view::npos && (complete || !last)) {
         return at_line(lineno, "line of an indented (nested) block without '='");
       }
-      if (last) break;
-      i += sep;
-      piece_start = i;
+      if (last) return {};
+      start = end + sep;
     }
-    return {};
   }
 
   bool in_section_ = false;
@@ -328,8 +325,8 @@ class Parser {
   bool saw_text_ = false;  // a line that is not blank
   size_t indent_level_ = 0;
   std::string section_;
-  std::set<std::string, std::less<>> sections_;                  // DEFAULT is not in here
-  std::set<std::pair<std::string, std::string>> options_;        // (section, lower-cased name)
+  std::set<std::string> sections_;                         // DEFAULT is not in here
+  std::set<std::pair<std::string, std::string>> options_;  // (section, lower-cased name)
 };
 
 // The one pass shared by validate_config (whole = true) and validate_config_prefix.

@@ -1,0 +1,163 @@
+// The core under real threads: a FetchThread, a Ticker and many readers, writers and refreshes at
+// once. Run under TSan (preset "tsan") with --gtest_repeat to find races.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+#include <vector>
+
+#include "core/config_service.h"
+#include "core/runtime.h"
+#include "fetcher/fetcher.h"
+
+namespace irsafs {
+namespace {
+
+constexpr const char* kA = "[profile a]\nrole_arn = arn:aws:iam::1:role/a\n";
+constexpr const char* kB = "[profile b]\nrole_arn = arn:aws:iam::2:role/b\nregion = eu-west-1\n";
+
+// Serves kA and kB alternately, slowly enough that readers pile up.
+class AlternatingTransport final : public Transport {
+ public:
+  HttpResponse perform(const HttpRequest& r, std::stop_token) override {
+    HttpResponse out;
+    out.outcome = HttpResponse::Outcome::kCompleted;
+    out.status = 200;
+    if (r.method == HttpRequest::Method::kGet) {
+      out.body = "token";
+      return out;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    const int n = posts.fetch_add(1);
+    if (fail_every != 0 && n % fail_every == fail_every - 1) {
+      out.status = 400;  // permanent: the fetch fails at once
+      return out;
+    }
+    out.body = n % 2 == 0 ? kA : kB;
+    return out;
+  }
+  std::atomic<int> posts{0};
+  int fail_every = 0;
+};
+
+struct Rig {
+  explicit Rig(int fail_every = 0) {
+    transport.fail_every = fail_every;
+    FetchSettings fs;
+    fs.endpoint = "https://irsa/x";
+    fs.token_url = "http://token";
+    fs.run_id = "r";
+    fetcher = std::make_unique<Fetcher>(fs, transport, clock, random);
+    launcher = std::make_unique<FetchThread>(*fetcher);
+    ServiceOptions so;
+    so.read_deadline = std::chrono::seconds(10);
+    so.hold_off_base = std::chrono::milliseconds(1);
+    so.hold_off_cap = std::chrono::milliseconds(4);
+    so.write_quiet = std::chrono::milliseconds(1);
+    service = std::make_unique<ConfigService>(so, *launcher, clock, random);
+    ticker = std::make_unique<Ticker>(*service);
+    service->set_wake_hook([this] { ticker->wake(); });
+    launcher->start();
+    ticker->start();
+  }
+  ~Rig() {
+    service->shutdown();
+    ticker->stop();
+    launcher->stop();
+  }
+
+  AlternatingTransport transport;
+  SystemClock clock;
+  SystemRandom random;
+  std::unique_ptr<Fetcher> fetcher;
+  std::unique_ptr<FetchThread> launcher;
+  std::unique_ptr<ConfigService> service;
+  std::unique_ptr<Ticker> ticker;
+};
+
+// Blocks until the reader's outcome arrives, like a parked FUSE open.
+ReadOutcome blocking_read(ConfigService& s, WaiterId id) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<ReadOutcome> got;
+  auto now = s.read(id, [&](const ReadOutcome& o) {
+    std::lock_guard lock(mu);
+    got = o;
+    cv.notify_one();
+  });
+  if (now) return *now;
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return got.has_value(); });
+  return *got;
+}
+
+TEST(Concurrency, ManyColdReadersOneFetchWholeVersionsOnly) {
+  Rig rig;
+  std::atomic<WaiterId> ids{1};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 16; ++t) {
+    readers.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        ReadOutcome o = blocking_read(*rig.service, ids++);
+        if (!o.content || (o.content->bytes != kA && o.content->bytes != kB)) ++bad;
+      }
+    });
+  }
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(rig.transport.posts.load(), 1);
+}
+
+TEST(Concurrency, RefreshesWritesAndReadersTogether) {
+  Rig rig(/*fail_every=*/5);
+  std::atomic<bool> stop{false};
+  std::atomic<WaiterId> ids{1};
+  std::atomic<int> bad{0}, reads{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        ReadOutcome o = blocking_read(*rig.service, ids++);
+        ++reads;
+        if (o.content && o.content->bytes != kA && o.content->bytes != kB) ++bad;
+        if (!o.content && o.error != EIO) ++bad;
+        if (o.content) rig.service->status();
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    while (!stop) {
+      rig.service->refresh_now();
+      std::this_thread::sleep_for(std::chrono::microseconds(300));
+    }
+  });
+  threads.emplace_back([&] {
+    for (std::uint64_t w = 1000; !stop; ++w) {
+      rig.service->truncate(w, 0);
+      rig.service->write(w, 0, w % 2 ? kA : kB);
+      if (w % 3 == 0) rig.service->flush(w);
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(reads.load(), 0);
+}
+
+TEST(Concurrency, ShutdownWithWaitersAndAFetchInFlightEndsCleanly) {
+  for (int round = 0; round < 20; ++round) {
+    Rig rig;
+    std::vector<std::thread> readers;
+    std::atomic<WaiterId> ids{1};
+    for (int t = 0; t < 4; ++t) readers.emplace_back([&] { blocking_read(*rig.service, ids++); });
+    rig.service->shutdown();  // every waiter is answered, now or by the fetch
+    for (auto& r : readers) r.join();
+  }
+}
+
+}  // namespace
+}  // namespace irsafs

@@ -1,0 +1,41 @@
+#!/bin/sh
+# The slower tiers of ./test.sh: sanitizers and fuzzing.
+#  1. ASan+UBSan: the unit tests and the mount tests against the instrumented program.
+#  2. TSan: the core's concurrency tests, repeated.
+#  3. libFuzzer: each target for a bounded time.
+# Environment: IRSAFS_FUZZ_SECONDS (default 30 per target), IRSAFS_TSAN_REPEAT (default 30).
+set -eu
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+echo "== ASan + UBSan"
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j"$jobs"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+./build-asan/tests/unit_tests --gtest_brief=1
+for t in tests/integration/test_mount*.py; do
+  [ -e "$t" ] || continue
+  (cd tests/integration && IRSAFS_BIN="$PWD/../../build-asan/irsafs" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$(basename "$t")")
+done
+
+echo "== TSan"
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan -j"$jobs" --target unit_tests
+TSAN_OPTIONS=halt_on_error=1 ./build-tsan/tests/unit_tests --gtest_brief=1 \
+  --gtest_filter='Concurrency*:ServiceTest*' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-30}"
+
+echo "== libFuzzer"
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j"$jobs"
+for f in build-fuzz/fuzz/*_fuzz; do
+  name=$(basename "$f")
+  corpus=$(mktemp -d)
+  dict=""
+  [ -f "fuzz/${name%_fuzz}.dict" ] && dict="-dict=fuzz/${name%_fuzz}.dict"
+  echo "-- $name for ${IRSAFS_FUZZ_SECONDS:-30} s"
+  # shellcheck disable=SC2086 # $dict is empty or one argument
+  "$f" $dict -max_total_time="${IRSAFS_FUZZ_SECONDS:-30}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 3
+  rm -rf "$corpus"
+done
+echo "== extra tiers passed"
