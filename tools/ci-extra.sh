@@ -35,7 +35,12 @@ for f in build-fuzz/fuzz/*_fuzz; do
   [ -f "fuzz/${name%_fuzz}.dict" ] && dict="-dict=fuzz/${name%_fuzz}.dict"
   echo "-- $name for ${IRSAFS_FUZZ_SECONDS:-30} s"
   # shellcheck disable=SC2086 # $dict is empty or one argument
-  "$f" $dict -max_total_time="${IRSAFS_FUZZ_SECONDS:-30}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 3
-  rm -rf "$corpus"
+  if ! "$f" $dict -max_total_time="${IRSAFS_FUZZ_SECONDS:-30}" -print_final_stats=1 "$corpus" >"$corpus.log" 2>&1; then
+    tail -n 60 "$corpus.log"
+    echo "$name found a failure (above)"
+    exit 1
+  fi
+  tail -n 3 "$corpus.log"
+  rm -rf "$corpus" "$corpus.log"
 done
 echo "== extra tiers passed"
