@@ -1,6 +1,8 @@
 #include "fetcher/curl_transport.h"
 
 #include <curl/curl.h>
+#include <malloc.h>
+#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cstring>
@@ -99,10 +101,43 @@ int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return static_cast<Transfer*>(user)->stop.stop_requested() ? 1 : 0;
 }
 
+// libcurl and OpenSSL hold the token in their buffers (the request being built, the token
+// endpoint's response). Their memory is wiped when freed, so the token does not linger in the
+// daemon's heap after its request.
+void wipe_block(void* p) {
+  if (p != nullptr) explicit_bzero(p, malloc_usable_size(p));
+}
+void wiping_free(void* p) {
+  wipe_block(p);
+  std::free(p);
+}
+void* wiping_realloc(void* p, size_t n) {
+  if (p == nullptr) return std::malloc(n);
+  const size_t old = malloc_usable_size(p);
+  if (n != 0 && n <= old) return p;
+  void* q = n == 0 ? nullptr : std::malloc(n);
+  if (n != 0 && q == nullptr) return nullptr;  // p stays valid, as realloc promises
+  if (q != nullptr) std::memcpy(q, p, old);
+  wiping_free(p);
+  return q;
+}
+char* wiping_strdup(const char* s) {
+  const size_t n = std::strlen(s) + 1;
+  auto* d = static_cast<char*>(std::malloc(n));
+  if (d != nullptr) std::memcpy(d, s, n);
+  return d;
+}
+void* ssl_malloc(size_t n, const char*, int) { return std::malloc(n); }
+void* ssl_realloc(void* p, size_t n, const char*, int) { return wiping_realloc(p, n); }
+void ssl_free(void* p, const char*, int) { wiping_free(p); }
+
 }  // namespace
 
 CurlGlobal::CurlGlobal() {
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+  // Must come before OpenSSL allocates anything; fails harmlessly if it already has.
+  CRYPTO_set_mem_functions(ssl_malloc, ssl_realloc, ssl_free);
+  if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, std::malloc, wiping_free, wiping_realloc, wiping_strdup,
+                           std::calloc) != CURLE_OK) {
     throw std::runtime_error("Cannot initialise libcurl");
   }
 }
