@@ -206,6 +206,9 @@ HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token 
   } else {
     response.outcome = HttpResponse::Outcome::kTransportError;
     response.timed_out = code == CURLE_OPERATION_TIMEDOUT;
+    response.permanent = code == CURLE_PEER_FAILED_VERIFICATION || code == CURLE_SSL_CACERT_BADFILE ||
+                         code == CURLE_SSL_CERTPROBLEM || code == CURLE_URL_MALFORMAT ||
+                         code == CURLE_UNSUPPORTED_PROTOCOL;
     response.error = easy.describe(code);
   }
   if (response.outcome != HttpResponse::Outcome::kCompleted) response.body.clear();

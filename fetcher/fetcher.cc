@@ -24,8 +24,19 @@ std::string first_line(std::string_view body) {
   return out.empty() ? "(empty body)" : out;
 }
 
-std::string describe_status(long status, std::string_view body) {
-  return "HTTP " + std::to_string(status) + ": " + first_line(body);
+// A server or proxy may echo the request in an error page: the token is cut out of any body
+// text before it can reach a message.
+std::string redacted(std::string_view body, const Secret& token) {
+  std::string text(body);
+  if (token.empty()) return text;
+  for (std::size_t at = text.find(token.reveal()); at != std::string::npos; at = text.find(token.reveal(), at)) {
+    text.replace(at, token.reveal().size(), "[redacted]");
+  }
+  return text;
+}
+
+std::string describe_status(long status, std::string_view body, const Secret& token) {
+  return "HTTP " + std::to_string(status) + ": " + first_line(redacted(body, token));
 }
 
 }  // namespace
@@ -64,12 +75,13 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
   Secret bearer(std::move(token.body));
   if (token.outcome == Outcome::kCancelled) return {Verdict::kCancelled, "cancelled", {}, {}};
   if (token.outcome != Outcome::kCompleted) {
-    return {Verdict::kRetry, "token endpoint " + settings_.token_url + ": " + token.error, {}, {}};
+    return {token.permanent ? Verdict::kFail : Verdict::kRetry,
+            "token endpoint " + settings_.token_url + ": " + token.error, {}, {}};
   }
   if (token.status != 200) {
     // The body of a failed token response is not a token; it is safe to quote.
     const std::string why = "token endpoint " + settings_.token_url + ": " +
-                            describe_status(token.status, bearer.reveal());
+                            describe_status(token.status, bearer.reveal(), Secret());
     return {is_retryable_status(token.status) ? Verdict::kRetry : Verdict::kFail, why, {}, {}};
   }
   // Tokens end with a newline when served by some proxies; it is not part of the token.
@@ -92,7 +104,6 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
   post.timeout = remaining();
   ++result.requests;
   HttpResponse response = transport_.perform(post, stop);
-  bearer.wipe();
 
   const std::string where = "irsa-svc " + settings_.endpoint + ": ";
   switch (response.outcome) {
@@ -101,7 +112,7 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
     case Outcome::kTooLarge:
       return {Verdict::kRetry, where + response.error, {}, {}};
     case Outcome::kTransportError:
-      return {Verdict::kRetry, where + response.error, {}, {}};
+      return {response.permanent ? Verdict::kFail : Verdict::kRetry, where + response.error, {}, {}};
     case Outcome::kCompleted:
       break;
   }
@@ -109,12 +120,12 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
   if (response.retry_after) retry_after = parse_retry_after(*response.retry_after, clock_.wall_now());
   if (response.status == 200) {
     if (Validation v = validate_config(response.body); !v) {
-      spdlog::debug("Invalid body starts with: {}", first_line(response.body));
+      spdlog::debug("Invalid body starts with: {}", first_line(redacted(response.body, bearer)));
       return {Verdict::kRetry, where + "HTTP 200 but not an AWS config: " + v.reason, retry_after, {}};
     }
     return {Verdict::kSuccess, {}, {}, std::move(response.body)};
   }
-  const std::string why = where + describe_status(response.status, response.body);
+  const std::string why = where + describe_status(response.status, response.body, bearer);
   if (response.status == 401) return {Verdict::kRetryNow, why, {}, {}};
   if (is_retryable_status(response.status)) return {Verdict::kRetry, why, retry_after, {}};
   return {Verdict::kFail, why, {}, {}};
@@ -155,13 +166,20 @@ FetchResult Fetcher::fetch(std::stop_token stop) {
       result.error = a.error;
       return result;
     }
-    const Duration delay = a.retry_after ? settings_.retry.paced(*a.retry_after, random_)
-                                         : settings_.retry.backoff(++backoff_step, random_);
+    // No attempt starts with less than min_attempt left: it would only time out and hide the
+    // real reason. A backoff that would end later is shortened so one last attempt still fits; a
+    // server-given Retry-After is respected, so the fetch then ends.
+    Duration delay = a.retry_after ? settings_.retry.paced(*a.retry_after, random_)
+                                   : settings_.retry.backoff(++backoff_step, random_);
     const TimePoint now = clock_.now();
-    if (now + delay >= deadline) {
+    const TimePoint last_start = deadline - settings_.retry.min_attempt;
+    if (now + delay > last_start && !a.retry_after) delay = std::max(Duration::zero(), last_start - now);
+    if (now + delay > last_start || now >= last_start) {
       result.error = a.error + " (gave up after " + std::to_string(result.attempts) +
-                     (result.attempts == 1 ? " attempt" : " attempts") + ": deadline of " +
-                     format_seconds(settings_.deadline) + " reached)";
+                     (result.attempts == 1 ? " attempt" : " attempts") + " in " +
+                     format_seconds(result.elapsed) + ": " +
+                     (a.retry_after ? "the server's Retry-After ends past" : "no time left before") +
+                     " the deadline of " + format_seconds(settings_.deadline) + ")";
       return result;
     }
     spdlog::warn("Attempt {} failed: {}; retrying in {}", result.attempts, a.error, format_seconds(delay));

@@ -16,6 +16,8 @@ struct RetryPolicy {
   // A Retry-After of R seconds: sleep R + U(0, R) (the server sets the pace; the jitter spreads
   // the clients it just shed), never more than this.
   Duration retry_after_cap = std::chrono::seconds(120);
+  // No attempt starts with less time than this left before the deadline.
+  Duration min_attempt = std::chrono::seconds(1);
 
   // The delay before the attempt after failed attempt `attempt` (1-based).
   Duration backoff(int attempt, Random& random) const;

@@ -37,6 +37,8 @@ struct HttpResponse {
   std::optional<std::string> retry_after;  // raw Retry-After header value
   std::string error;                       // for kTransportError: what failed and why
   bool timed_out = false;                  // kTransportError caused by a timeout
+  // kTransportError that retrying cannot mend: the certificate does not verify, a bad URL.
+  bool permanent = false;
 };
 
 class Transport {

@@ -60,7 +60,16 @@ class ScriptedTransport final : public Transport {
 
   HttpResponse perform(const HttpRequest& r, std::stop_token) override {
     seen.push_back({r.method, r.url, r.body, r.bearer ? std::string(r.bearer->reveal()) : "", r.timeout});
-    if (clock_ != nullptr) clock_->advance(latency);
+    if (clock_ != nullptr) {
+      // Like a real transport, a request never outlives its timeout.
+      if (r.timeout && latency > *r.timeout) {
+        clock_->advance(*r.timeout);
+        HttpResponse late = transport_error("Operation timed out");
+        late.timed_out = true;
+        return late;
+      }
+      clock_->advance(latency);
+    }
     if (r.url == token_url_) {
       ++token_calls;
       if (!token_script.empty()) {

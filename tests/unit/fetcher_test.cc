@@ -132,16 +132,49 @@ TEST_F(FetcherTest, InvalidBodiesAreRetriedAndNamed) {
 }
 
 TEST_F(FetcherTest, GivesUpAtTheDeadlineWithTheLastReason) {
-  transport.latency = seconds(1);
+  transport.latency = milliseconds(400);
   transport.post_script.assign(100, ScriptedTransport::status(503, "Service Unavailable"));
   FetchResult r = fetch();
   EXPECT_FALSE(r.ok);
   EXPECT_THAT(r.error, HasSubstr("HTTP 503: Service Unavailable"));
-  EXPECT_THAT(r.error, HasSubstr("deadline"));
+  EXPECT_THAT(r.error, HasSubstr("no time left before the deadline"));
   EXPECT_LE(r.elapsed, seconds(60));
   // Each request is told how long it may take at most: what is left of the deadline.
   for (const auto& s : transport.seen) EXPECT_LE(*s.timeout, seconds(60));
   EXPECT_LT(*transport.seen.back().timeout, seconds(60));
+}
+
+TEST_F(FetcherTest, TheLastBackoffIsShortenedSoAFinalAttemptFits) {
+  FetchSettings s = settings();
+  s.deadline = seconds(3);
+  random.set(1.0);  // windows 0.5, 1, 2 s: the third would end past the deadline
+  transport.post_script.assign(100, ScriptedTransport::status(500, "boom"));
+  Fetcher f(s, transport, clock, random);
+  FetchResult r = f.fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.error, HasSubstr("HTTP 500: boom"));  // the real reason, not a timeout
+  // The third sleep is cut to end when the last attempt may still start: 1 s before the deadline.
+  EXPECT_EQ(clock.sleeps, (std::vector<Duration>{milliseconds(500), milliseconds(1000), milliseconds(500)}));
+  EXPECT_EQ(r.requests, 4);
+  EXPECT_EQ(clock.now() - (TimePoint{std::chrono::hours(1)}), seconds(2));
+}
+
+TEST_F(FetcherTest, ARetryAfterBeyondTheDeadlineEndsTheFetch) {
+  transport.post_script = {ScriptedTransport::status(503, "busy", "120")};
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.requests, 1);
+  EXPECT_THAT(r.error, HasSubstr("Retry-After"));
+}
+
+TEST_F(FetcherTest, CertificateFailuresAreNotRetried) {
+  HttpResponse bad = ScriptedTransport::transport_error("SSL certificate problem: unable to get local issuer certificate");
+  bad.permanent = true;
+  transport.post_script = {bad};
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.requests, 1);
+  EXPECT_THAT(r.error, HasSubstr("certificate"));
 }
 
 TEST_F(FetcherTest, TokenEndpointFailuresAreNamedAndRetried) {
@@ -160,6 +193,16 @@ TEST_F(FetcherTest, TokenNeverAppearsInErrors) {
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(transport.seen[1].bearer, "SECRET-TOKEN-123");  // trailing newline dropped
   EXPECT_THAT(r.error, Not(HasSubstr("SECRET")));
+}
+
+// Found by fuzz/response_fuzz: a proxy echoing the request must not put the token in a message.
+TEST_F(FetcherTest, ATokenEchoedInAnErrorBodyIsRedacted) {
+  transport.token_script = {ScriptedTransport::ok("fuzz-token-7c1f2e")};
+  transport.post_script = {ScriptedTransport::status(403, "Authorization: Bearer fuzz-token-7c1f2e\t0")};
+  FetchResult r = fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.error, Not(HasSubstr("fuzz-token")));
+  EXPECT_THAT(r.error, HasSubstr("Bearer [redacted]"));
 }
 
 TEST_F(FetcherTest, StopCancelsDuringBackoff) {
