@@ -315,16 +315,22 @@ void ConfigService::tick() {
   {
     std::lock_guard lock(mu_);
     const TimePoint now = clock_.now();
+    std::size_t expired = 0;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (it->second.deadline <= now) {
-        spdlog::error("A reader waited {} for the AWS config without result; it gets EIO",
-                      format_seconds(options_.read_deadline));
         fx.replies.emplace_back(std::move(it->second.waiter),
                                 ReadOutcome{nullptr, EIO, "no content within the deadline"});
         it = waiters_.erase(it);
+        ++expired;
       } else {
         ++it;
       }
+    }
+    if (expired > 0) {
+      spdlog::error("{} reader(s) waited {} for the AWS config without result ({}); they get EIO", expired,
+                    format_seconds(options_.read_deadline),
+                    fetching_ ? "the fetch is still running"
+                              : (last_error_.empty() ? "no fetch could start" : "last error: " + last_error_));
     }
     std::vector<std::uint64_t> quiet;
     for (const auto& [writer, s] : sessions_) {
