@@ -51,7 +51,7 @@ const char* to_string(State s) {
 const char* to_string(ContentSource s) { return s == ContentSource::kWrite ? "write" : "irsa-svc"; }
 
 ConfigService::ConfigService(ServiceOptions options, FetchLauncher& launcher, Clock& clock, Random& random)
-    : options_(options), launcher_(launcher), clock_(clock), random_(random), started_at_(clock.now()) {}
+    : options_(options), launcher_(launcher), clock_(clock), random_(random), started_wall_(clock.wall_now()) {}
 
 ConfigService::~ConfigService() = default;
 
@@ -136,6 +136,7 @@ void ConfigService::publish_locked(std::string bytes, ContentSource source, Effe
   next->obtained_at = clock_.wall_now();
   fx.replaced = content_;
   content_ = next;
+  published_at_ = clock_.now();
   fx.published = next;
   for (auto& [id, parked] : waiters_) fx.replies.emplace_back(std::move(parked.waiter), ReadOutcome{next, 0, {}});
   waiters_.clear();
@@ -239,6 +240,15 @@ int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string
       sessions_.erase(it);
       rc = EINVAL;
       maybe_start_fetch_locked(fx);  // readers waiting on this writer fall back to a fetch
+    } else if (content_ && !content_->bytes.starts_with(s.text) && validate_config(s.text)) {
+      // A different, complete-looking text over served content: publish it now, so the writer
+      // (and everyone) reads it back at once; the kernel would otherwise show the writer's bytes
+      // over the old text until the session ends. A rewrite of the same text is a prefix of
+      // the content all along and is never published early. The session stays open: a later
+      // write of the same session publishes again; the session's end counts it as committed.
+      spdlog::info("Serving written content: {} bytes (irsa-svc will not be called for this mount)", s.text.size());
+      next_refresh_.reset();
+      publish_locked(s.text, ContentSource::kWrite, fx);
     }
     fx.wake = true;
   }
@@ -249,6 +259,12 @@ int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string
 int ConfigService::commit_locked(std::uint64_t writer, Effects& fx) {
   auto node = sessions_.extract(writer);
   std::string text = std::move(node.mapped().text);
+  if (content_ && node.mapped().last_write < published_at_ && content_->bytes != text) {
+    // Newer content (another writer's, or a refresh) was published after this session's last
+    // write: the older text does not come back.
+    spdlog::debug("A write session of {} bytes was superseded by version {}", text.size(), content_->version);
+    return 0;
+  }
   if (Validation v = validate_config(text); !v) {
     ++writes_rejected_;
     last_error_ = "write rejected: not an AWS config: " + v.reason;
@@ -400,7 +416,7 @@ nlohmann::ordered_json ConfigService::status() const {
       hold_until_ && *hold_until_ > now ? json(wall_of(*hold_until_)) : json(nullptr);
   j["waiting_readers"] = waiters_.size();
   j["writes"] = {{"committed", writes_committed_}, {"rejected", writes_rejected_}, {"pending", sessions_.size()}};
-  j["uptime_s"] = std::chrono::duration<double>(now - started_at_).count();
+  j["started_at"] = iso8601(started_wall_);
   return j;
 }
 

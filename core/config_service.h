@@ -61,8 +61,9 @@ struct ServiceOptions {
   // After a failed fetch, the next one waits base * 2^(n-1) (capped) scaled by U(0.5, 1).
   Duration hold_off_base = std::chrono::seconds(1);
   Duration hold_off_cap = std::chrono::seconds(60);
-  // A write session with no write for this long is complete (no FLUSH may come).
-  Duration write_quiet = std::chrono::milliseconds(100);
+  // A write session with no write for this long is complete (once FLUSH no longer comes).
+  // Long enough that a writer pausing between two write()s is not cut in two.
+  Duration write_quiet = std::chrono::seconds(1);
   bool writable = true;  // seeding by write allowed
 };
 
@@ -143,6 +144,7 @@ class ConfigService {
 
   mutable std::mutex mu_;
   ContentPtr content_;                 // guarded by mu_
+  TimePoint published_at_{};           // guarded by mu_: when content_ was published
   std::uint64_t next_version_ = 1;     // guarded by mu_
   bool fetching_ = false;              // guarded by mu_
   bool stopping_ = false;              // guarded by mu_
@@ -159,7 +161,7 @@ class ConfigService {
   std::optional<WallTime> last_success_at_;
   Duration last_fetch_duration_{};
   TimePoint fetch_started_{};
-  TimePoint started_at_;
+  WallTime started_wall_;
 };
 
 std::string sha256_hex(std::string_view data);

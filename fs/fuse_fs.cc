@@ -23,9 +23,12 @@ timespec to_timespec(WallTime t) {
   return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
 }
 
-FuseFs* self(fuse_req_t req) {
-  auto* fs = static_cast<FuseFs*>(fuse_req_userdata(req));
-  fs->count_request();
+FuseFs* self(fuse_req_t req) { return static_cast<FuseFs*>(fuse_req_userdata(req)); }
+
+// The adapter for a request about inode `ino`, counted when it is about the file.
+FuseFs* self(fuse_req_t req, fuse_ino_t ino) {
+  FuseFs* fs = self(req);
+  if (ino >= FuseFs::kFirstVersionIno) fs->count_request();
   return fs;
 }
 
@@ -57,22 +60,22 @@ struct Ops {
     fuse_reply_none(req);
   }
   static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-    guarded(req, "getattr", [&] { self(req)->do_getattr(req, ino); });
+    guarded(req, "getattr", [&] { self(req, ino)->do_getattr(req, ino); });
   }
   static void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
-    guarded(req, "setattr", [&] { self(req)->do_setattr(req, ino, attr, to_set); });
+    guarded(req, "setattr", [&] { self(req, ino)->do_setattr(req, ino, attr, to_set); });
   }
   static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    guarded(req, "open", [&] { self(req)->do_open(req, ino, fi); });
+    guarded(req, "open", [&] { self(req, ino)->do_open(req, ino, fi); });
   }
   static void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-    guarded(req, "read", [&] { self(req)->do_read(req, ino, size, off, fi->fh == FuseFs::kFreshStatusFh); });
+    guarded(req, "read", [&] { self(req, ino)->do_read(req, ino, size, off, fi->fh == FuseFs::kFreshStatusFh); });
   }
   static void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
-    guarded(req, "write", [&] { self(req)->do_write(req, ino, buf, size, off); });
+    guarded(req, "write", [&] { self(req, ino)->do_write(req, ino, buf, size, off); });
   }
   static void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-    guarded(req, "flush", [&] { self(req)->do_flush(req, ino); });
+    guarded(req, "flush", [&] { self(req, ino)->do_flush(req, ino); });
   }
   static void release(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
   static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
@@ -125,14 +128,14 @@ struct stat FuseFs::attr_of(fuse_ino_t ino, double* timeout) {
     st.st_mode = S_IFDIR | 0755;
     st.st_nlink = 2;
   } else if (ino == kStatusIno) {
-    // Never cached, and a new mtime with every rendering: readers always see fresh JSON,
+    // Never cached, and a new mtime whenever the text changes: readers always see fresh JSON,
     // also when opens no longer reach the daemon.
     std::lock_guard lock(mu_);
-    status_text_ = render_status();
+    refresh_status_locked();
     st.st_mode = S_IFREG | 0444;
     st.st_nlink = 1;
     st.st_size = static_cast<off_t>(status_text_.size());
-    st.st_mtim = st.st_ctim = now_realtime();
+    st.st_mtim = st.st_ctim = status_mtime_;
     *timeout = 0;
   } else {
     st.st_mode = S_IFREG | (options_.mode & 07777);
@@ -168,6 +171,7 @@ void FuseFs::do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   if (std::strcmp(name, kStatusName) == 0) {
     e.ino = kStatusIno;
   } else if (options_.file_name == name) {
+    count_request();
     // The newest version, or version 1 while nothing is known.
     ContentPtr current = service_.current();
     const std::uint64_t version = current ? current->version : 1;
@@ -279,7 +283,7 @@ void FuseFs::do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, boo
   if (ino == kStatusIno) {
     // Through the page cache the kernel knows the size of the last rendering: serve that one.
     std::lock_guard lock(mu_);
-    if ((fresh && off == 0) || status_text_.empty()) status_text_ = render_status();
+    if ((fresh && off == 0) || status_text_.empty()) refresh_status_locked();
     const std::string_view text = status_text_;
     const size_t start = std::min(text.size(), static_cast<size_t>(off));
     fuse_reply_buf(req, text.data() + start, std::min(size, text.size() - start));
@@ -367,7 +371,50 @@ void FuseFs::on_new_version(const ContentPtr& now, const ContentPtr& before) {
     // New lookups get the new inode. A writer may have rewritten the old inode's cached pages:
     // drop them, readers of the old version re-read it from us.
     fuse_lowlevel_notify_inval_entry(se, FUSE_ROOT_ID, options_.file_name.c_str(), options_.file_name.size());
-    if (now->source == ContentSource::kWrite) fuse_lowlevel_notify_inval_inode(se, ino_of(before->version), 0, 0);
+    if (now->source == ContentSource::kWrite) {
+      {
+        std::lock_guard lock(inval_mu_);
+        inval_queue_.push_back(ino_of(before->version));
+      }
+      inval_cv_.notify_one();
+    }
+  }
+}
+
+void FuseFs::attach(fuse_session* session) {
+  session_.store(session);
+  invalidator_ = std::jthread([this](std::stop_token stop) { invalidator_loop(stop); });
+}
+
+void FuseFs::detach() {
+  invalidator_.request_stop();
+  if (invalidator_.joinable()) invalidator_.join();
+  session_.store(nullptr);
+}
+
+void FuseFs::invalidator_loop(std::stop_token stop) {
+  for (;;) {
+    fuse_ino_t ino = 0;
+    {
+      std::unique_lock lock(inval_mu_);
+      if (!inval_cv_.wait(lock, stop, [this] { return !inval_queue_.empty(); })) return;
+      ino = inval_queue_.front();
+      inval_queue_.pop_front();
+    }
+    if (fuse_session* se = session_.load()) {
+      const int rc = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+      if (rc != 0 && rc != -ENOENT) spdlog::warn("Cannot drop the kernel's cache of inode {}: {}", ino, std::strerror(-rc));
+    }
+  }
+}
+
+void FuseFs::refresh_status_locked() {
+  // An unchanged text keeps its mtime, so the kernel keeps the pages a reader is reading
+  // (the size it knows stays true); a changed one invalidates them.
+  std::string text = render_status();
+  if (text != status_text_) {
+    status_text_ = std::move(text);
+    status_mtime_ = now_realtime();
   }
 }
 

@@ -12,10 +12,13 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "core/config_service.h"
 
@@ -43,11 +46,13 @@ class FuseFs {
   // The operations table; userdata must be this object.
   static const fuse_lowlevel_ops& operations();
 
-  // Enables kernel notifications once the session exists.
-  void attach(fuse_session* session) { session_.store(session); }
-  void detach() { session_.store(nullptr); }
+  // Enables kernel notifications once the session exists (and starts the invalidator thread);
+  // detach() stops them and joins the thread.
+  void attach(fuse_session* session);
+  void detach();
 
-  // Requests that reached the daemon (shown in .status; the warm path should add none).
+  // Requests about the file that reached the daemon (shown in .status as fuse_requests; the
+  // warm path adds none, and reading .status adds none).
   void count_request() { requests_.fetch_add(1, std::memory_order_relaxed); }
 
   // ConfigService's content listener: drops the kernel's view of the old version.
@@ -75,6 +80,8 @@ class FuseFs {
   struct stat attr_of(fuse_ino_t ino, double* timeout);
   ContentPtr content_of(fuse_ino_t ino);
   std::string render_status();
+  void refresh_status_locked();  // renders .status; a new mtime only when the text changed
+  void invalidator_loop(std::stop_token stop);
   static bool is_version(fuse_ino_t ino) { return ino >= kFirstVersionIno; }
   static fuse_ino_t ino_of(std::uint64_t version) { return kFirstVersionIno + version; }
 
@@ -90,6 +97,14 @@ class FuseFs {
   std::mutex mu_;
   std::map<std::uint64_t, VersionInode> versions_;  // guarded by mu_
   std::string status_text_;                         // guarded by mu_: last rendered .status
+  timespec status_mtime_{};                         // guarded by mu_: when status_text_ changed
+
+  // Old versions' cached pages are dropped from this thread: the kernel may hold their page
+  // locks while it waits for the very request (a WRITE) that published the new version.
+  std::mutex inval_mu_;
+  std::condition_variable_any inval_cv_;
+  std::deque<fuse_ino_t> inval_queue_;  // guarded by inval_mu_
+  std::jthread invalidator_;
 };
 
 }  // namespace irsafs

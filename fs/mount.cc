@@ -7,6 +7,7 @@
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +76,23 @@ int run_quietly(std::vector<std::string> argv) {
 
 // Checks the mount point and clears a stale mount left by a killed daemon. Returns the
 // canonical path.
+// The daemon of an earlier mount died: its mount answers "Transport endpoint is not
+// connected". stat() of the mount point may still succeed from cached attributes; statfs()
+// always asks the daemon.
+bool is_stale(const std::string& path) {
+  struct statfs sfs{};
+  return ::statfs(path.c_str(), &sfs) != 0 && errno == ENOTCONN;
+}
+
+void detach_stale(const std::string& path) {
+  spdlog::warn("{} holds a stale FUSE mount (its daemon is gone); detaching it", path);
+  if (::umount2(path.c_str(), MNT_DETACH) != 0 && run_quietly({"fusermount3", "-uz", path}) != 0) {
+    throw MountError("Cannot detach the stale mount on " + path + " (run: fusermount3 -uz " + path + ")");
+  }
+}
+
+// Checks the mount point and clears a stale mount left by a killed daemon. Returns the
+// canonical path.
 std::string prepare_mountpoint(const std::string& path) {
   struct stat st{};
   if (::stat(path.c_str(), &st) != 0) {
@@ -83,11 +101,7 @@ std::string prepare_mountpoint(const std::string& path) {
       throw MountError("Cannot mount on " + path + ": " + std::strerror(err) +
                        (err == ENOENT ? " (create the directory first)" : ""));
     }
-    // "Transport endpoint is not connected": the daemon of an earlier mount died.
-    spdlog::warn("{} holds a stale FUSE mount (its daemon is gone); detaching it", path);
-    if (::umount2(path.c_str(), MNT_DETACH) != 0 && run_quietly({"fusermount3", "-uz", path}) != 0) {
-      throw MountError("Cannot detach the stale mount on " + path + " (run: fusermount3 -uz " + path + ")");
-    }
+    detach_stale(path);
     if (::stat(path.c_str(), &st) != 0) {
       const int e2 = errno;
       throw MountError("Cannot mount on " + path + " after detaching the stale mount: " + std::strerror(e2));
@@ -99,6 +113,7 @@ std::string prepare_mountpoint(const std::string& path) {
     const int err = errno;
     throw MountError("Cannot resolve " + path + ": " + std::strerror(err));
   }
+  if (is_mount_point(resolved) && is_stale(resolved)) detach_stale(resolved);
   if (is_mount_point(resolved)) {
     throw MountError("Cannot mount on " + path + ": it is busy, something is already mounted there (unmount it first)");
   }
@@ -117,6 +132,13 @@ struct ArgsHolder {
 }  // namespace
 
 int run_mount(const ResolvedOptions& options, const MountArgs& args) {
+  // SIGHUP means "refresh" from the moment the mount exists: blocked in every thread from now
+  // on, and taken by the thread that waits for it.
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+
   CurlGlobal curl;  // before any thread
   CurlTransport transport(options.transport);
   SystemClock clock;
@@ -188,11 +210,9 @@ int run_mount(const ResolvedOptions& options, const MountArgs& args) {
 
   // Our own threads take no signals: SIGTERM/SIGINT go to libfuse's loop, SIGHUP to the
   // thread that waits for it.
-  sigset_t all, hup, previous;
+  sigset_t all, previous;
   sigemptyset(&all);
   for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&all, s);
-  sigemptyset(&hup);
-  sigaddset(&hup, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &all, &previous);
   Ticker ticker(service);
   service.set_wake_hook([&ticker] { ticker.wake(); });
@@ -206,8 +226,7 @@ int run_mount(const ResolvedOptions& options, const MountArgs& args) {
       if (sigtimedwait(&hup, nullptr, &poll) == SIGHUP) service.refresh_now();
     }
   });
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);  // SIGHUP stays blocked
 
   spdlog::info("Mounted irsafs on {}: {}/{} (uid {}, gid {}, mode {:04o}{}); fetching {}; trust: {}", mountpoint,
                mountpoint, args.file_name, fo.uid, fo.gid, fo.mode, args.read_only ? ", read-only" : "",

@@ -147,7 +147,7 @@ def mounter(irsafs_bin, home, tmp_path):
                 if not wait:
                     return m
                 try:
-                    wait_for_daemon(lambda: mounted_now(m), timeout=10, proc=proc,
+                    wait_for_daemon(lambda: mounted_now(m), timeout=30, proc=proc,
                                     what=f"the mount at {mp}")
                 except (RuntimeError, TimeoutError) as e:
                     if check:
@@ -171,7 +171,7 @@ def mounter(irsafs_bin, home, tmp_path):
         if res.returncode == 0:
             # The daemon logs "Mounted ..." with its own pid once detached.
             try:
-                wait_until(lambda: "Mounted irsafs" in m.log(), 10, "the daemon's first log line")
+                wait_until(lambda: "Mounted irsafs" in m.log(), 30, "the daemon's first log line")
             except TimeoutError:
                 pass
             m.pid = daemon_pid_from_log(m.log())

@@ -268,7 +268,7 @@ def run_in_thread(fn, timeout: float = 10.0):
     return box["value"]
 
 
-def read_bytes(path: str, timeout: float = 10.0) -> bytes:
+def read_bytes(path: str, timeout: float = 20.0) -> bytes:
     """open + read + close with a hang guard."""
     def read():
         with open(path, "rb") as f:
@@ -331,10 +331,10 @@ class Mount:
         with open(self.log_path, "r", encoding="utf-8", errors="replace") as f:
             return f.read()
 
-    def status_text(self, timeout: float = 5.0) -> str:
+    def status_text(self, timeout: float = 10.0) -> str:
         return read_bytes(self.status_file, timeout).decode("utf-8")
 
-    def status(self, timeout: float = 5.0, strict: bool = False) -> dict:
+    def status(self, timeout: float = 10.0, strict: bool = False) -> dict:
         """.status parsed. Unless strict, a read that is not valid JSON is retried a few times
         (counted in invalid_status_reads): tests of other things must not fail on that; the
         tests of .status itself read it strictly."""
@@ -348,7 +348,7 @@ class Mount:
                     raise AssertionError(f".status is not valid JSON ({e}): {text!r}") from None
         raise AssertionError("unreachable")
 
-    def wait_status(self, predicate, timeout: float = 10.0, what: str = ".status condition") -> dict:
+    def wait_status(self, predicate, timeout: float = 20.0, what: str = ".status condition") -> dict:
         """Poll .status until predicate(status) holds; return that status."""
         last = {}
 
@@ -360,7 +360,7 @@ class Mount:
         except TimeoutError as e:
             raise TimeoutError(f"{e}; last .status: {last.get('s')}\nlog:\n{self.log()}") from None
 
-    def wait_log(self, pattern: str, timeout: float = 10.0, count: int = 1) -> list:
+    def wait_log(self, pattern: str, timeout: float = 20.0, count: int = 1) -> list:
         """Poll the log until `pattern` (a regex) matches `count` lines; return the matches."""
         rx = re.compile(pattern)
 

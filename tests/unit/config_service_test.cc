@@ -27,6 +27,7 @@ class ServiceTest : public ::testing::Test {
 
   void make(ServiceOptions o) {
     o.read_deadline = seconds(10);
+    o.write_quiet = milliseconds(100);
     if (o.refresh_interval == Duration::zero()) o.refresh_interval = refresh_;
     svc = std::make_unique<ConfigService>(o, launcher, clock, random);
     svc->set_content_listener([this](const ContentPtr& now, const ContentPtr& before) {
@@ -227,6 +228,31 @@ TEST_F(ServiceTest, SplitWritesAreNotJudgedByAValidLookingPrefix) {
   clock.advance(milliseconds(100));
   svc->tick();
   EXPECT_EQ(svc->current()->bytes, text);
+}
+
+TEST_F(ServiceTest, ADifferentTextOverServedContentIsPublishedAtOnce) {
+  read(1);
+  launcher.succeed(kV1);
+  // The same text, arriving in pieces: every piece is a prefix of the content, nothing changes.
+  const std::string same = kV1;
+  svc->truncate(5, 0);
+  svc->write(5, 0, same.substr(0, 12));
+  EXPECT_EQ(svc->current()->version, 1u);
+  svc->write(5, 12, same.substr(12));
+  EXPECT_EQ(svc->current()->version, 1u);
+  // A different valid text is served as soon as it is written (the writer reads it back).
+  clock.advance(milliseconds(10));
+  svc->truncate(6, 0);
+  EXPECT_EQ(svc->write(6, 0, kV2), 0);
+  EXPECT_EQ(svc->current()->bytes, kV2);
+  EXPECT_EQ(svc->current()->source, ContentSource::kWrite);
+  // Its session still ends normally, without another version; writer 5's older session does
+  // not bring the old text back.
+  clock.advance(milliseconds(100));
+  svc->tick();
+  EXPECT_EQ(svc->current()->version, 2u);
+  EXPECT_EQ(svc->current()->bytes, kV2);
+  EXPECT_EQ(svc->status()["writes"]["committed"], 1);
 }
 
 TEST_F(ServiceTest, InvalidWritesAreRefusedAndLeaveTheContentUnchanged) {
