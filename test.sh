@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 tools/install-deps.sh --test
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRSAFS_BUILD_TESTS=ON -DIRSAFS_BUILD_BENCH=ON
 cmake --build build -j"$(nproc)"
-ctest --test-dir build --output-on-failure --timeout 900 "$@"
+ctest --test-dir build --output-on-failure --timeout 1800 "$@"
 if [ $# -eq 0 ] && [ -x tools/ci-extra.sh ]; then
   tools/ci-extra.sh
 fi
