@@ -76,7 +76,17 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
     t->too_large = true;
     return 0;  // makes libcurl stop with CURLE_WRITE_ERROR
   }
-  t->response->body.append(data, n);
+  std::string& body = t->response->body;
+  if (body.size() + n > body.capacity()) {
+    // Grow by hand so the outgrown buffer is wiped: a body may carry a token (the token
+    // endpoint's, or one echoed in an error page).
+    std::string bigger;
+    bigger.reserve(std::max(body.capacity() * 2, body.size() + n));
+    bigger.append(body);
+    Secret::wipe_string(body);
+    body.swap(bigger);
+  }
+  body.append(data, n);
   return n;
 }
 
@@ -210,8 +220,12 @@ HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token 
                          code == CURLE_SSL_CERTPROBLEM || code == CURLE_URL_MALFORMAT ||
                          code == CURLE_UNSUPPORTED_PROTOCOL;
     response.error = easy.describe(code);
+    long os_errno = 0;
+    if (curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK && os_errno != 0) {
+      response.error += " (" + std::string(std::strerror(static_cast<int>(os_errno))) + ")";
+    }
   }
-  if (response.outcome != HttpResponse::Outcome::kCompleted) response.body.clear();
+  if (response.outcome != HttpResponse::Outcome::kCompleted) Secret::wipe_string(response.body);
   return response;
 }
 

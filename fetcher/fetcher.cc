@@ -27,12 +27,17 @@ std::string first_line(std::string_view body) {
 // A server or proxy may echo the request in an error page: the token is cut out of any body
 // text before it can reach a message.
 std::string redacted(std::string_view body, const Secret& token) {
-  std::string text(body);
-  if (token.empty()) return text;
-  for (std::size_t at = text.find(token.reveal()); at != std::string::npos; at = text.find(token.reveal(), at)) {
-    text.replace(at, token.reveal().size(), "[redacted]");
+  // Built piece by piece: the token is never copied, not even into spare capacity.
+  const std::string_view t = token.reveal();
+  if (t.empty()) return std::string(body);
+  std::string out;
+  std::size_t from = 0;
+  for (std::size_t at = body.find(t); at != std::string_view::npos; at = body.find(t, from)) {
+    out.append(body.substr(from, at - from)).append("[redacted]");
+    from = at + t.size();
   }
-  return text;
+  out.append(body.substr(from));
+  return out;
 }
 
 std::string describe_status(long status, std::string_view body, const Secret& token) {
@@ -104,6 +109,12 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
   post.timeout = remaining();
   ++result.requests;
   HttpResponse response = transport_.perform(post, stop);
+  // Whatever is not handed back as the config is wiped on the way out: an error page may echo
+  // the token.
+  struct WipeBody {
+    std::string& body;
+    ~WipeBody() { Secret::wipe_string(body); }
+  } wipe_body{response.body};
 
   const std::string where = "irsa-svc " + settings_.endpoint + ": ";
   switch (response.outcome) {

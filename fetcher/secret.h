@@ -28,11 +28,14 @@ class Secret {
   std::string_view reveal() const { return value_; }
   bool empty() const { return value_.empty(); }
 
-  void wipe() {
+  void wipe() { wipe_string(value_); }
+
+  // Zeroes all of a string's buffer (its capacity, not only its size) and empties it.
+  static void wipe_string(std::string& s) {
     // volatile writes so the compiler cannot drop them as dead stores.
-    volatile char* p = value_.data();
-    for (std::size_t i = 0; i < value_.size(); ++i) p[i] = 0;
-    value_.clear();
+    volatile char* p = s.data();
+    for (std::size_t i = 0; i < s.capacity(); ++i) p[i] = 0;
+    s.clear();
   }
 
  private:
