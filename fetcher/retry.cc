@@ -23,10 +23,9 @@ std::string_view trim(std::string_view s) {
 }  // namespace
 
 Duration RetryPolicy::backoff(int attempt, Random& random) const {
-  // base * 2^(attempt-1), computed in double so large attempts cannot overflow.
-  const double growth = std::ldexp(1.0, std::clamp(attempt - 1, 0, 62));
-  const double window_ns =
-      std::min(static_cast<double>(cap.count()), static_cast<double>(base.count()) * growth);
+  // base * growth^(attempt-1), in double and clamped so large attempts cannot overflow.
+  const double factor = std::pow(growth, std::clamp(attempt - 1, 0, 200));
+  const double window_ns = std::min(static_cast<double>(cap.count()), static_cast<double>(base.count()) * factor);
   return Duration(static_cast<Duration::rep>(window_ns * random.uniform01()));
 }
 

@@ -10,9 +10,13 @@
 namespace irsafs {
 
 struct RetryPolicy {
-  // Attempt n (1-based) failed: sleep U(0, min(cap, base * 2^(n-1))).
-  Duration base = std::chrono::milliseconds(500);
-  Duration cap = std::chrono::seconds(20);
+  // Attempt n (1-based) failed: sleep U(0, min(cap, base * growth^(n-1))). Chosen by the fleet
+  // benchmark (docs/performance.md): against a server shedding load without Retry-After, a
+  // gentler growth to a lower cap does fewer requests and finishes sooner than 0.5 s doubling
+  // to 20 s (the latter starts too eagerly and ends with clients asleep while the server idles).
+  Duration base = std::chrono::milliseconds(1500);
+  double growth = 1.5;
+  Duration cap = std::chrono::seconds(8);
   // A Retry-After of R seconds: sleep R + U(0, R) (the server sets the pace; the jitter spreads
   // the clients it just shed), never more than this.
   Duration retry_after_cap = std::chrono::seconds(120);

@@ -78,6 +78,13 @@ struct Ops {
     guarded(req, "flush", [&] { self(req, ino)->do_flush(req, ino); });
   }
   static void release(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+  // Python's open() asks isatty() on every open: the kernel sends FUSE_IOCTL each time (it does
+  // not remember the answer). Answered here only to be counted with the file's requests.
+  static void ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int, void*, fuse_file_info*, unsigned, const void*,
+                    size_t, size_t) {
+    self(req, ino);
+    fuse_reply_err(req, ENOTTY);
+  }
   static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
     guarded(req, "readdir", [&] { self(req)->do_readdir(req, ino, size, off); });
   }
@@ -98,6 +105,7 @@ const fuse_lowlevel_ops& FuseFs::operations() {
     o.flush = Ops::flush;
     o.release = Ops::release;
     o.readdir = Ops::readdir;
+    o.ioctl = Ops::ioctl;
     return o;
   }();
   return ops;

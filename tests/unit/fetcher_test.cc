@@ -10,6 +10,7 @@
 namespace irsafs {
 namespace {
 
+using std::chrono::microseconds;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using ::testing::HasSubstr;
@@ -69,9 +70,9 @@ TEST_F(FetcherTest, RetriesServerErrorsWithGrowingFullJitterAndAFreshTokenEachTi
   ASSERT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.requests, 6);
   EXPECT_EQ(r.token_requests, 6);
-  // base 500 ms, doubling, times U = 0.5.
-  EXPECT_EQ(clock.sleeps, (std::vector<Duration>{milliseconds(250), milliseconds(500), milliseconds(1000),
-                                                 milliseconds(2000), milliseconds(4000)}));
+  // base 1.5 s, growth 1.5, times U = 0.5.
+  EXPECT_EQ(clock.sleeps, (std::vector<Duration>{milliseconds(750), microseconds(1125000), microseconds(1687500),
+                                                 microseconds(2531250), microseconds(3796875)}));
   for (int i = 1; i < 6; ++i) EXPECT_EQ(transport.seen[2 * i + 1].bearer, "token-" + std::to_string(i + 1));
 }
 
@@ -147,6 +148,7 @@ TEST_F(FetcherTest, GivesUpAtTheDeadlineWithTheLastReason) {
 TEST_F(FetcherTest, TheLastBackoffIsShortenedSoAFinalAttemptFits) {
   FetchSettings s = settings();
   s.deadline = seconds(3);
+  s.retry = RetryPolicy{.base = milliseconds(500), .growth = 2.0, .cap = seconds(20)};
   random.set(1.0);  // windows 0.5, 1, 2 s: the third would end past the deadline
   transport.post_script.assign(100, ScriptedTransport::status(500, "boom"));
   Fetcher f(s, transport, clock, random);

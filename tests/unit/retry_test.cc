@@ -11,18 +11,22 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using testing::FakeRandom;
 
-TEST(RetryPolicy, FullJitterWindowDoublesUpToTheCap) {
-  RetryPolicy p;  // base 500 ms, cap 20 s
-  FakeRandom top(0.999999);
-  EXPECT_NEAR(std::chrono::duration<double>(p.backoff(1, top)).count(), 0.5, 1e-3);
-  EXPECT_NEAR(std::chrono::duration<double>(p.backoff(2, top)).count(), 1.0, 1e-3);
-  EXPECT_NEAR(std::chrono::duration<double>(p.backoff(3, top)).count(), 2.0, 1e-3);
-  EXPECT_NEAR(std::chrono::duration<double>(p.backoff(7, top)).count(), 20.0, 1e-3);   // 32 s capped
-  EXPECT_NEAR(std::chrono::duration<double>(p.backoff(500, top)).count(), 20.0, 1e-3); // no overflow
+TEST(RetryPolicy, FullJitterWindowGrowsUpToTheCap) {
+  RetryPolicy p;  // base 1.5 s, growth 1.5, cap 8 s
+  FakeRandom top(1.0);
+  auto secs = [&](int n) { return std::chrono::duration<double>(p.backoff(n, top)).count(); };
+  EXPECT_NEAR(secs(1), 1.5, 1e-6);
+  EXPECT_NEAR(secs(2), 2.25, 1e-6);
+  EXPECT_NEAR(secs(3), 3.375, 1e-6);
+  EXPECT_NEAR(secs(5), 7.59375, 1e-6);
+  EXPECT_NEAR(secs(6), 8.0, 1e-6);     // 11.4 s capped
+  EXPECT_NEAR(secs(5000), 8.0, 1e-6);  // no overflow
   FakeRandom zero(0.0);
   EXPECT_EQ(p.backoff(5, zero), Duration::zero());  // full jitter reaches zero
   FakeRandom half(0.5);
-  EXPECT_EQ(p.backoff(2, half), milliseconds(500));
+  EXPECT_EQ(p.backoff(1, half), milliseconds(750));
+  RetryPolicy doubling{.base = milliseconds(500), .growth = 2.0, .cap = seconds(20)};
+  EXPECT_EQ(doubling.backoff(3, top), seconds(2));
 }
 
 TEST(RetryPolicy, RetryAfterSetsThePaceWithJitterOnTop) {
