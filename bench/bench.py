@@ -53,10 +53,10 @@ SIZES = {
     #          processes costs more than N*S/K from N = 300 on: the "floor" row shows it.
     #  "herd": 1 at a time, 100 ms: ideal 10 s for N = 100, well above the floor, so the retry
     #          policy (not this machine) decides the makespan; N/K = 100 as for N = 800 at K = 8.
-    "fleet": ([("spec", 8, 0.1, {100: 3, 300: 1, 1000: 1}, ["irsafs", "naive-1s", "botocore", "proto"]),
-               ("herd", 1, 0.1, {100: 2}, ["irsafs", "replica", "naive-1s", "botocore", "proto"])],
-              [("spec", 8, 0.05, {12: 1}, ["irsafs", "naive-1s", "botocore", "proto"]),
-               ("herd", 1, 0.05, {6: 1}, ["irsafs", "replica", "proto"])]),
+    "fleet": ([("spec", 8, 0.1, {100: 3, 300: 1, 1000: 1}, ["irsafs", "naive-1s", "botocore", "old-0.5x2"]),
+               ("herd", 1, 0.1, {100: 2}, ["irsafs", "replica", "naive-1s", "botocore", "old-0.5x2"])],
+              [("spec", 8, 0.05, {12: 1}, ["irsafs", "naive-1s", "botocore", "old-0.5x2"]),
+               ("herd", 1, 0.05, {6: 1}, ["irsafs", "replica", "old-0.5x2"])]),
     "warm_reads_total": (1_000_000, 20_000),
     "mount_samples": (15, 1),
 }
@@ -470,14 +470,13 @@ def bench_coalesce(ctx: Ctx) -> dict:
 # bench_fleet_client processes started the same way (see fleet_client.cc for the policies).
 POLICIES = {
     "irsafs": ("irsafs", []),
-    # The current irsafs schedule re-implemented in bench_fleet_client: checks that the client
-    # harness reproduces irsafs, so that "proto" differs from irsafs only by its schedule.
-    "replica": ("client", ["--policy", "backoff", "--base", "0.5", "--growth", "2", "--cap", "20", "--ra", "pace"]),
+    # irsafs' current schedule re-implemented in bench_fleet_client: checks that the client
+    # harness reproduces irsafs (compare with the "irsafs" row).
+    "replica": ("client", ["--policy", "backoff", "--base", "1.5", "--growth", "1.5", "--cap", "8", "--ra", "pace"]),
+    # The schedule irsafs had before the fleet benchmark: full jitter from 0.5 s, x2, cap 20 s.
+    "old-0.5x2": ("client", ["--policy", "backoff", "--base", "0.5", "--growth", "2", "--cap", "20", "--ra", "pace"]),
     "naive-1s": ("client", ["--policy", "naive"]),
     "botocore": ("client", ["--policy", "botocore"]),
-    # Prototype: Retry-After pacing unchanged; without Retry-After full jitter from 1.5 s
-    # growing x1.5 per failure, capped at 8 s (today: from 0.5 s, x2, capped at 20 s).
-    "proto": ("client", ["--policy", "backoff", "--base", "1.5", "--growth", "1.5", "--cap", "8", "--ra", "pace"]),
 }
 
 

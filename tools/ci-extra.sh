@@ -14,7 +14,7 @@ cmake --build --preset asan -j"$jobs"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ./build-asan/tests/unit_tests --gtest_brief=1
-for t in tests/integration/test_mount*.py; do
+for t in tests/integration/test_mount*.py tests/integration/test_crash.py; do
   [ -e "$t" ] || continue
   (cd tests/integration && IRSAFS_BIN="$PWD/../../build-asan/irsafs" /usr/bin/python3 -m pytest -q -p no:cacheprovider "$(basename "$t")")
 done
@@ -27,7 +27,7 @@ TSAN_OPTIONS=halt_on_error=1 ./build-tsan/tests/unit_tests --gtest_brief=1 \
 
 echo "== libFuzzer"
 cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz -j"$jobs"
+cmake --build --preset fuzz -j"$jobs" --target validator_fuzz podinfo_fuzz response_fuzz
 for f in build-fuzz/fuzz/*_fuzz; do
   name=$(basename "$f")
   corpus=$(mktemp -d)

@@ -445,3 +445,33 @@ def open_errno(fn) -> Optional[int]:
     return None
 
 
+
+
+def errno_of(fn):
+    """The errno of the OSError fn() raises; fails the test when it succeeds."""
+    import pytest
+    try:
+        value = fn()
+    except OSError as e:
+        return e.errno
+    pytest.fail(f"expected an OSError, got {value!r:.200}")
+
+
+def run_python_workers(script: str, argv: list, count: int, timeout: float) -> list:
+    """Runs `count` processes of Debian's python3 executing `script` with `argv` at once, and
+    returns the JSON document each printed. Any process still running at the end is killed."""
+    import json
+    procs = [subprocess.Popen([DEBIAN_PYTHON, "-c", script, *map(str, argv)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(count)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    results = []
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()
+        results.append(json.loads(out))
+    return results

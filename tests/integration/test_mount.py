@@ -23,7 +23,7 @@ from datetime import datetime
 
 import pytest
 
-from helpers import (DEBIAN_AWS, DEBIAN_PYTHON, clean_env, fuse_skip_reason,
+from helpers import (errno_of, run_python_workers, DEBIAN_AWS, DEBIAN_PYTHON, clean_env, fuse_skip_reason,
                      is_mounted, profile_names, read_bytes, realistic_config, wait_until)
 
 _reason = fuse_skip_reason()
@@ -39,14 +39,6 @@ STATUS_FIELDS = {"state", "source", "version", "bytes", "sha256", "obtained_at",
                  "last_fetch_ms", "fetches", "upstream_requests", "token_requests", "failures",
                  "last_error", "next_refresh_at", "waiting_readers", "writes"}
 
-
-def errno_of(fn):
-    """The errno of the OSError fn() raises; fails the test when it succeeds."""
-    try:
-        value = fn()
-    except OSError as e:
-        return e.errno
-    pytest.fail(f"expected an OSError, got {value!r:.200}")
 
 
 def timed(fn):
@@ -518,19 +510,7 @@ def test_status_is_valid_json_for_concurrent_readers(standin, mounter):
     m = mounter(standin)
     assert read_bytes(m.file) == standin.config_bytes  # content known: no OPEN any more
     seconds = 2.0
-    procs = [subprocess.Popen([DEBIAN_PYTHON, "-c", STATUS_LOOP, m.status_file, str(seconds)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in range(4)]
-    try:
-        outs = [p.communicate(timeout=seconds + 20) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err.decode()
-        results.append(json.loads(out))
+    results = run_python_workers(STATUS_LOOP, [m.status_file, seconds], 4, timeout=seconds + 20)
     ok = sum(r["ok"] for r in results)
     bad = sum(r["bad"] for r in results)
     assert bad == 0, f"{bad} of {ok + bad} .status reads were not valid JSON, e.g. " \

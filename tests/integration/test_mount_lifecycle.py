@@ -14,19 +14,12 @@ import time
 
 import pytest
 
-from helpers import fuse_skip_reason, is_mounted, read_bytes, unmount, wait_until
+from helpers import errno_of, fuse_skip_reason, is_mounted, read_bytes, unmount, wait_until
 
 _reason = fuse_skip_reason()
 if _reason:
     pytest.skip(_reason, allow_module_level=True)
 
-
-def errno_of(fn):
-    try:
-        value = fn()
-    except OSError as e:
-        return e.errno
-    pytest.fail(f"expected an OSError, got {value!r:.200}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import signal
 import subprocess
 
 import pytest
 
-from helpers import DEBIAN_PYTHON, fuse_skip_reason, read_bytes, realistic_config
+from helpers import errno_of, run_python_workers, fuse_skip_reason, read_bytes, realistic_config
 
 _reason = fuse_skip_reason()
 if _reason:
@@ -31,13 +30,6 @@ def write_text(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
 
-
-def errno_of(fn):
-    try:
-        value = fn()
-    except OSError as e:
-        return e.errno
-    pytest.fail(f"expected an OSError, got {value!r:.200}")
 
 
 def assert_untouched(standin):
@@ -161,19 +153,7 @@ def test_eight_tasks_rewriting_the_same_text_always_read_it_whole(standin, mount
     text_path.write_text(text)
     m = mounter(standin)
     seconds = 3.0
-    procs = [subprocess.Popen([DEBIAN_PYTHON, "-c", WRITE_READ_LOOP, m.file, str(text_path),
-                               str(seconds)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for _ in range(8)]
-    try:
-        outs = [p.communicate(timeout=seconds + 30) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    results = []
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err.decode()
-        results.append(json.loads(out))
+    results = run_python_workers(WRITE_READ_LOOP, [m.file, text_path, seconds], 8, timeout=seconds + 30)
     total = {k: sum(r["stats"][k] for r in results) for k in results[0]["stats"]}
     examples = [e for r in results for e in r["examples"]][:10]
     print(f"totals: {total}")

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from helpers import (DEBIAN_PYTHON, fetch_args, fuse_skip_reason, mount_entry, read_bytes,
+from helpers import (errno_of, DEBIAN_PYTHON, fetch_args, fuse_skip_reason, mount_entry, read_bytes,
                      realistic_config)
 
 _reason = fuse_skip_reason()
@@ -35,13 +35,6 @@ if _reason:
 NOBODY = 65534
 MIB = 1024 * 1024
 
-
-def errno_of(fn):
-    try:
-        value = fn()
-    except OSError as e:
-        return e.errno
-    pytest.fail(f"expected an OSError, got {value!r:.200}")
 
 
 # ---------------------------------------------------------------------------------------------
