@@ -3,7 +3,7 @@
 #  1. ASan+UBSan: the unit tests and the mount tests against the instrumented program.
 #  2. TSan: the core's concurrency tests, repeated.
 #  3. libFuzzer: each target for a bounded time.
-# Environment: IRSAFS_FUZZ_SECONDS (default 30 per target), IRSAFS_TSAN_REPEAT (default 30).
+# Environment: IRSAFS_FUZZ_SECONDS (default 20 per target), IRSAFS_TSAN_REPEAT (default 20).
 set -eu
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -23,7 +23,7 @@ echo "== TSan"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j"$jobs" --target unit_tests
 TSAN_OPTIONS=halt_on_error=1 ./build-tsan/tests/unit_tests --gtest_brief=1 \
-  --gtest_filter='Concurrency*:ServiceTest*' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-30}"
+  --gtest_filter='Concurrency*:ServiceTest*' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-20}"
 
 echo "== libFuzzer"
 cmake --preset fuzz >/dev/null
@@ -33,9 +33,9 @@ for f in build-fuzz/fuzz/*_fuzz; do
   corpus=$(mktemp -d)
   dict=""
   [ -f "fuzz/${name%_fuzz}.dict" ] && dict="-dict=fuzz/${name%_fuzz}.dict"
-  echo "-- $name for ${IRSAFS_FUZZ_SECONDS:-30} s"
+  echo "-- $name for ${IRSAFS_FUZZ_SECONDS:-20} s"
   # shellcheck disable=SC2086 # $dict is empty or one argument
-  if ! "$f" $dict -max_total_time="${IRSAFS_FUZZ_SECONDS:-30}" -print_final_stats=1 "$corpus" >"$corpus.log" 2>&1; then
+  if ! "$f" $dict -max_total_time="${IRSAFS_FUZZ_SECONDS:-20}" -print_final_stats=1 "$corpus" >"$corpus.log" 2>&1; then
     tail -n 60 "$corpus.log"
     echo "$name found a failure (above)"
     exit 1
