@@ -246,9 +246,7 @@ int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string
       // over the old text until the session ends. A rewrite of the same text is a prefix of
       // the content all along and is never published early. The session stays open: a later
       // write of the same session publishes again; the session's end counts it as committed.
-      spdlog::info("Serving written content: {} bytes (irsa-svc will not be called for this mount)", s.text.size());
-      next_refresh_.reset();
-      publish_locked(s.text, ContentSource::kWrite, fx);
+      publish_written_locked(s.text, fx);
     }
     fx.wake = true;
   }
@@ -279,10 +277,14 @@ int ConfigService::commit_locked(std::uint64_t writer, Effects& fx) {
     spdlog::debug("Written text equals version {}; nothing to change", content_->version);
     return 0;
   }
+  publish_written_locked(std::move(text), fx);
+  return 0;
+}
+
+void ConfigService::publish_written_locked(std::string text, Effects& fx) {
   spdlog::info("Serving written content: {} bytes (irsa-svc will not be called for this mount)", text.size());
   next_refresh_.reset();
   publish_locked(std::move(text), ContentSource::kWrite, fx);
-  return 0;
 }
 
 std::optional<int> ConfigService::flush(std::uint64_t writer) {

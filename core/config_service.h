@@ -130,6 +130,7 @@ class ConfigService {
   void maybe_start_fetch_locked(Effects& fx);
   void start_fetch_locked(Effects& fx);
   void publish_locked(std::string bytes, ContentSource source, Effects& fx);
+  void publish_written_locked(std::string text, Effects& fx);
   void fail_waiters_locked(int error, const std::string& why, Effects& fx);
   int commit_locked(std::uint64_t writer, Effects& fx);
   State state_locked() const;
