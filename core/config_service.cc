@@ -12,6 +12,9 @@
 namespace irsafs {
 namespace {
 
+// How long past its deadline a running fetch may take to report before its readers time out.
+constexpr Duration kFetchGrace = std::chrono::seconds(1);
+
 std::string iso8601(WallTime t) {
   const std::time_t secs = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
@@ -335,7 +338,7 @@ void ConfigService::tick() {
     const TimePoint now = clock_.now();
     std::size_t expired = 0;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
-      if (it->second.deadline <= now) {
+      if (it->second.deadline <= now && !covered_by_fetch_locked(it->second, now)) {
         fx.replies.emplace_back(std::move(it->second.waiter),
                                 ReadOutcome{nullptr, EIO, "no content within the deadline"});
         it = waiters_.erase(it);
@@ -368,7 +371,10 @@ std::optional<TimePoint> ConfigService::next_wakeup() const {
   std::lock_guard lock(mu_);
   std::optional<TimePoint> t;
   auto consider = [&t](TimePoint c) { t = t ? std::min(*t, c) : c; };
-  for (const auto& [id, parked] : waiters_) consider(parked.deadline);
+  for (const auto& [id, parked] : waiters_) {
+    consider(covered_by_fetch_locked(parked, parked.deadline) ? fetch_started_ + options_.read_deadline + kFetchGrace
+                                                               : parked.deadline);
+  }
   for (const auto& [writer, s] : sessions_) consider(s.last_write + options_.write_quiet);
   if (next_refresh_) consider(*next_refresh_);
   if (hold_until_ && !waiters_.empty() && !content_) consider(*hold_until_);
@@ -383,6 +389,15 @@ void ConfigService::shutdown() {
     fail_waiters_locked(EIO, "irsafs is shutting down", fx);
   }
   run(fx);
+}
+
+// A fetch that started by the time the reader arrived (or within kFetchGrace after) ends by
+// itself within its own deadline, the same length as the reader's: the reader then gets the
+// fetch's outcome, with its reason, rather than a bare timeout a moment earlier.
+bool ConfigService::covered_by_fetch_locked(const Parked& p, TimePoint now) const {
+  const TimePoint arrival = p.deadline - options_.read_deadline;
+  return fetching_ && fetch_started_ <= arrival + kFetchGrace &&
+         now < fetch_started_ + options_.read_deadline + kFetchGrace;
 }
 
 State ConfigService::state_locked() const {

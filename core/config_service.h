@@ -134,6 +134,7 @@ class ConfigService {
   void fail_waiters_locked(int error, const std::string& why, Effects& fx);
   int commit_locked(std::uint64_t writer, Effects& fx);
   State state_locked() const;
+  bool covered_by_fetch_locked(const Parked& p, TimePoint now) const;
   Duration hold_off_locked();
 
   const ServiceOptions options_;
