@@ -460,18 +460,29 @@ def errno_of(fn):
 def run_python_workers(script: str, argv: list, count: int, timeout: float) -> list:
     """Runs `count` processes of Debian's python3 executing `script` with `argv` at once, and
     returns the JSON document each printed. Any process still running at the end is killed."""
-    import json
     procs = [subprocess.Popen([DEBIAN_PYTHON, "-c", script, *map(str, argv)], stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(count)]
+    return collect_json(procs, timeout, "a worker process did not finish")
+
+
+def collect_json(procs: list, timeout: float, hang_message: str) -> list:
+    """Waits for each process (stdout and stderr piped), checks it exited 0, and returns the JSON
+    document each printed. A process still running after `timeout` fails the test with
+    `hang_message`; every process is reaped, also on failure."""
+    import json
+    import pytest
+    results = []
     try:
-        outs = [p.communicate(timeout=timeout) for p in procs]
+        for p in procs:
+            try:
+                out, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{hang_message} within {timeout} s")
+            assert p.returncode == 0, err.decode()
+            results.append(json.loads(out))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    results = []
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err.decode()
-        results.append(json.loads(out))
     return results

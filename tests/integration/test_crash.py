@@ -8,7 +8,6 @@ The entrypoint-based restore is covered by the container test (tests/container).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import (DEBIAN_PYTHON, fuse_skip_reason, is_mounted, mount_is_connected,
+from helpers import (collect_json, DEBIAN_PYTHON, fuse_skip_reason, is_mounted, mount_is_connected,
                      read_bytes, realistic_config, wait_until)
 
 _reason = fuse_skip_reason()
@@ -88,14 +87,7 @@ def test_kill_9_while_readers_wait(standin, mounter):
         assert standin.irsa_count == 1
         killed_at = time.monotonic()
         m.kill()  # SIGKILL, then reap
-        results = []
-        for p in readers:
-            try:
-                out, err = p.communicate(timeout=HANG_GUARD)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"a waiting reader still hangs {HANG_GUARD}s after kill -9")
-            assert p.returncode == 0, err.decode()
-            results.append(json.loads(out))
+        results = collect_json(readers, HANG_GUARD, "a waiting reader still hangs after kill -9")
     finally:
         for p in readers:
             if p.poll() is None:
@@ -171,14 +163,7 @@ def test_kill_9_during_a_refresh_while_readers_read(standin, mounter):
                for _ in range(4)]
     try:
         m.kill()
-        results = []
-        for p in readers:
-            try:
-                out, err = p.communicate(timeout=HANG_GUARD)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"a reader still hangs {HANG_GUARD}s after kill -9")
-            assert p.returncode == 0, err.decode()
-            results.append(json.loads(out))
+        results = collect_json(readers, HANG_GUARD, "a reader still hangs after kill -9")
     finally:
         for p in readers:
             if p.poll() is None:
