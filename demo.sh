@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 top=$(pwd)
-tools/install-deps.sh
+tools/install-deps.sh --demo
 cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIRSAFS_BUILD_TESTS=OFF -DIRSAFS_BUILD_BENCH=OFF >/dev/null
 cmake --build build-demo -j"$(nproc)" --target irsafs
 
@@ -20,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-python3 "$top/tests/standin/irsa_standin.py" --state-dir "$work/standin" >"$work/standin.log" 2>&1 &
+/usr/bin/python3 "$top/tests/standin/irsa_standin.py" --state-dir "$work/standin" >"$work/standin.log" 2>&1 &
 standin_pid=$!
 i=0
 while [ ! -s "$work/standin/standin.json" ]; do

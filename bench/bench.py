@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import atexit
 import collections
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -39,6 +41,9 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 STANDIN = os.path.join(REPO, "tests", "standin", "irsa_standin.py")
+# Mounts, waiting and environments as the integration tests handle them.
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+from helpers import Mount, clean_env, is_mounted, pid_alive, unmount, wait_for_daemon, wait_until  # noqa: E402
 PYTHON = "/usr/bin/python3"
 RUN_ID = "run-bench-0123456789"
 
@@ -54,9 +59,9 @@ SIZES = {
     #  "herd": 1 at a time, 100 ms: ideal 10 s for N = 100, well above the floor, so the retry
     #          policy (not this machine) decides the makespan; N/K = 100 as for N = 800 at K = 8.
     "fleet": ([("spec", 8, 0.1, {100: 3, 300: 1, 1000: 1}, ["irsafs", "naive-1s", "botocore", "old-0.5x2"]),
-               ("herd", 1, 0.1, {100: 2}, ["irsafs", "replica", "naive-1s", "botocore", "old-0.5x2"])],
+               ("herd", 1, 0.1, {100: 2}, ["irsafs", "irsafs-client", "naive-1s", "botocore", "old-0.5x2"])],
               [("spec", 8, 0.05, {12: 1}, ["irsafs", "naive-1s", "botocore", "old-0.5x2"]),
-               ("herd", 1, 0.05, {6: 1}, ["irsafs", "replica", "old-0.5x2"])]),
+               ("herd", 1, 0.05, {6: 1}, ["irsafs", "irsafs-client", "old-0.5x2"])]),
     "warm_reads_total": (1_000_000, 20_000),
     "mount_samples": (15, 1),
 }
@@ -66,11 +71,6 @@ CLEANUPS: list = []  # run at exit, last first
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def clean_env(home: str) -> dict:
-    """Nothing from the outer environment that changes TLS, proxies, AWS or Domino behaviour."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8"}
 
 
 def median(xs):
@@ -93,11 +93,10 @@ class Standin:
                                      stderr=subprocess.STDOUT, env=env)
         CLEANUPS.append(self.stop)
         info_path = os.path.join(self.dir, "standin.json")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(info_path):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the stand-in did not start; see standin.log")
-            time.sleep(0.05)
+        try:
+            wait_for_daemon(lambda: os.path.exists(info_path), 60, self.proc, "the stand-in")
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}; see standin.log") from None
         with open(info_path) as f:
             info = json.load(f)
         self.endpoint, self.token_url, self.ca_file = info["endpoint"], info["token_url"], info["ca_file"]
@@ -139,21 +138,6 @@ class Standin:
         self.log.close()
 
 
-def mounted(path: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
-
-
-def wait_until(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
 def proc_stat(pid: int) -> dict:
     """utime+stime (seconds), threads and RSS (KiB) of a process."""
     with open(f"/proc/{pid}/stat") as f:
@@ -169,59 +153,33 @@ def proc_stat(pid: int) -> dict:
     return out
 
 
-class Mount:
-    """`irsafs mount -f` in the foreground (so we know its pid), on a fresh directory."""
+MOUNT_NUMBERS = itertools.count(1)
 
-    count = 0
 
-    def __init__(self, ctx: "Ctx", extra: Optional[list] = None):
-        Mount.count += 1
-        self.ctx = ctx
-        self.path = os.path.join(ctx.workdir, f"mnt{Mount.count}")
-        os.makedirs(self.path)
-        self.err = open(os.path.join(ctx.workdir, f"mnt{Mount.count}.log"), "w")
-        self.proc = subprocess.Popen(
-            [ctx.irsafs, "mount", "-f", self.path, *ctx.standin.args(), "--log-level", "warn", *(extra or [])],
-            stdin=subprocess.DEVNULL, stdout=self.err, stderr=self.err, env=ctx.env)
-        CLEANUPS.append(self.close)
+@contextlib.contextmanager
+def mount(ctx: "Ctx", extra: Optional[list] = None):
+    """`irsafs mount -f` in the foreground (so we know its pid) on a fresh directory, as a
+    tests/integration/helpers.py Mount (file, pid, status()); unmounted and stopped at the end."""
+    n = next(MOUNT_NUMBERS)
+    path = os.path.join(ctx.workdir, f"mnt{n}")
+    os.makedirs(path)
+    log_path = os.path.join(ctx.workdir, f"mnt{n}.log")
+    argv = [ctx.irsafs, "mount", "-f", path, *ctx.standin.args(), "--log-level", "warn", *(extra or [])]
+    with open(log_path, "w") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=ctx.env)
+    m = Mount(path, "config", log_path, argv, proc=proc)
+    CLEANUPS.append(m.cleanup)
+    try:
         try:
-            wait_until(lambda: mounted(self.path) or self.proc.poll() is not None, 10, "mount")
-        except TimeoutError:
-            self.close()
-            raise
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"irsafs mount exited with {self.proc.returncode}; see {self.err.name}")
-        self.file = os.path.join(self.path, "config")
-        self.pid = self.proc.pid
-
-    def status(self) -> dict:
-        with open(os.path.join(self.path, ".status")) as f:
-            return json.load(f)
-
-    def close(self) -> None:
-        if self.proc.poll() is None and mounted(self.path):
-            subprocess.run(["fusermount3", "-u", self.path], stderr=subprocess.DEVNULL)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["fusermount3", "-uz", self.path], stderr=subprocess.DEVNULL)
-            self.proc.terminate()
-            self.proc.wait(10)
-        if mounted(self.path):
-            subprocess.run(["fusermount3", "-uz", self.path], stderr=subprocess.DEVNULL)
-        self.err.close()
-        try:
-            os.rmdir(self.path)
-        except OSError:
-            pass
-        if self.close in CLEANUPS:
-            CLEANUPS.remove(self.close)
-
-    def __enter__(self) -> "Mount":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+            wait_for_daemon(lambda: is_mounted(path), 10, proc, f"the mount at {path}")
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"irsafs mount failed: {e}; see {log_path}") from None
+        yield m
+    finally:
+        m.cleanup()
+        CLEANUPS.remove(m.cleanup)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
 
 
 def run_json(cmd: list, env: dict, timeout: float = 900) -> dict:
@@ -243,7 +201,8 @@ class Ctx:
         CLEANUPS.append(lambda: shutil.rmtree(self.shm, ignore_errors=True))
         self.home = os.path.join(self.workdir, "home")
         os.makedirs(self.home)
-        self.env = clean_env(self.home)
+        # Nothing from the outer environment that changes TLS, proxies, AWS or Domino behaviour.
+        self.env = clean_env(self.home, {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
         self.standin: Optional[Standin] = None
 
     def size(self, key: str):
@@ -306,7 +265,7 @@ def traced_requests(ctx: Ctx, pid: int, action) -> Optional[int]:
 
 def bench_warm(ctx: Ctx) -> dict:
     out = {}
-    with Mount(ctx) as m:
+    with mount(ctx) as m:
         with open(m.file, "rb") as f:
             content = f.read()  # the cold fetch; warm from here on
         ref = os.path.join(ctx.shm, "config")
@@ -376,7 +335,7 @@ def bench_cold(ctx: Ctx) -> dict:
     expect = len(s_config_bytes(ctx))
 
     def irsafs_cold():
-        with Mount(ctx) as m:
+        with mount(ctx) as m:
             r = run_json([ctx.tool("bench_cold_readers"), "--path", m.file, "--readers", "1",
                           "--expect-bytes", str(expect)], ctx.env)
             return r["from_open_ms"]["max"]
@@ -435,7 +394,7 @@ def bench_coalesce(ctx: Ctx) -> dict:
         order = rs if rep % 2 == 0 else list(reversed(rs))
         for r in order:
             s.reset(irsa_default={"delay": delay})
-            with Mount(ctx) as m:
+            with mount(ctx) as m:
                 idle = proc_stat(m.pid)
                 res = run_json([ctx.tool("bench_cold_readers"), "--path", m.file, "--readers", str(r),
                                 "--sample-pid", str(m.pid), "--expect-bytes", str(expect)], ctx.env)
@@ -470,9 +429,9 @@ def bench_coalesce(ctx: Ctx) -> dict:
 # bench_fleet_client processes started the same way (see fleet_client.cc for the policies).
 POLICIES = {
     "irsafs": ("irsafs", []),
-    # irsafs' current schedule re-implemented in bench_fleet_client: checks that the client
-    # harness reproduces irsafs (compare with the "irsafs" row).
-    "replica": ("client", ["--policy", "backoff", "--base", "1.5", "--growth", "1.5", "--cap", "8", "--ra", "pace"]),
+    # irsafs's own RetryPolicy (fetcher/retry.h, its numbers untouched) in bench_fleet_client:
+    # checks that the client harness reproduces irsafs (compare with the "irsafs" row).
+    "irsafs-client": ("client", ["--policy", "backoff", "--ra", "pace"]),
     # The schedule irsafs had before the fleet benchmark: full jitter from 0.5 s, x2, cap 20 s.
     "old-0.5x2": ("client", ["--policy", "backoff", "--base", "0.5", "--growth", "2", "--cap", "20", "--ra", "pace"]),
     "naive-1s": ("client", ["--policy", "naive"]),
@@ -567,7 +526,7 @@ def find_daemon(mountpoint: str) -> Optional[int]:
 
 def bench_footprint(ctx: Ctx) -> dict:
     out = {}
-    with Mount(ctx) as m:
+    with mount(ctx) as m:
         out["idle_empty"] = proc_stat(m.pid)
         with open(m.file, "rb") as f:
             f.read()
@@ -604,12 +563,12 @@ def bench_footprint(ctx: Ctx) -> dict:
                 raise RuntimeError(f"{' '.join(cmd[:2])} failed with {res.returncode}; see ready.log")
             if i > 0:  # the first pair warms the page cache
                 samples[name].append(ms)
-        if not mounted(path):
+        if not is_mounted(path):
             raise RuntimeError("irsafs mount returned before the mount was ready")
         pid = find_daemon(path)
-        subprocess.run(["fusermount3", "-u", path], check=True)
+        unmount(path)
         if pid is not None:
-            wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, "daemon exit after unmount")
+            wait_until(lambda: not pid_alive(pid), 10, "daemon exit after unmount")
         os.rmdir(path)
     out["mount_ready_ms"] = median(samples["mount"])
     out["exec_version_ms"] = median(samples["version"])

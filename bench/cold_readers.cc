@@ -23,14 +23,13 @@
 #include <thread>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void die(const std::string& why) {
-  std::fprintf(stderr, "bench_cold_readers: %s\n", why.c_str());
-  std::exit(2);
-}
+using bench::die;
+using bench::percentile;
 
 struct Reader {
   pthread_t thread{};
@@ -91,39 +90,17 @@ std::pair<long, long> sample(int pid) {
   return {threads, rss};
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(rank);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   int readers = 1, pid = 0;
   long expect = -1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) die("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "--path") {
-      g.path = next();
-    } else if (a == "--readers") {
-      readers = std::atoi(next().c_str());
-    } else if (a == "--sample-pid") {
-      pid = std::atoi(next().c_str());
-    } else if (a == "--expect-bytes") {
-      expect = std::atol(next().c_str());
-    } else {
-      die("unknown argument " + a);
-    }
-  }
-  if (g.path.empty() || readers < 1) die("usage: --path P --readers R [--sample-pid PID] [--expect-bytes N]");
+  CLI::App app{"R concurrent cold readers of one file; prints one JSON object"};
+  app.add_option("--path", g.path, "the file to read")->required();
+  app.add_option("--readers", readers, "reader threads, released together")->check(bench::positive());
+  app.add_option("--sample-pid", pid, "sample this process's threads and RSS while they read");
+  app.add_option("--expect-bytes", expect, "every reader must read exactly this many bytes");
+  bench::parse(app, argc, argv);
 
   std::vector<Reader> rs(static_cast<size_t>(readers));
   pthread_attr_t attr;

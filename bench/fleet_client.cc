@@ -12,42 +12,41 @@
 //     Reference for the cold read: reads lines from stdin; for each, one token GET + POST (no
 //     retry) in this already running process, and prints the milliseconds it took.
 //
-// Policies (delay after failed attempt n = 1, 2, ...; RA = the response's Retry-After):
-//   backoff   full jitter: U(0, min(cap, base * growth^(n-1))); with a Retry-After:
-//               --ra pace   RA + U(0, RA), at most 120 s (what fetcher/retry.cc does today)
-//               --ra floor  RA + U(0, min(cap, base * growth^(n-1)))
-//               --ra ignore the backoff alone
-//             until the deadline. Defaults (base 0.5 s, growth 2, cap 20 s, pace) are irsafs's.
+// Policies (delay after failed attempt n = 1, 2, ...; RA = the response's Retry-After, as
+// libcurl parses it). Every schedule is irsafs's own RetryPolicy (fetcher/retry.h), with other
+// numbers where a peer's differ, and irsafs's is_retryable_status decides what is retried:
+//   backoff   RetryPolicy::backoff, full jitter U(0, min(cap, base * growth^(n-1))); with a
+//             Retry-After:
+//               --ra pace   RetryPolicy::paced: RA + U(0, RA), at most 120 s (what irsafs does)
+//               --ra floor  RA + RetryPolicy::backoff
+//               --ra ignore RetryPolicy::backoff alone
+//             until the deadline. Without --base/--growth/--cap: RetryPolicy's own numbers
+//             (bench.py's "irsafs-client" row runs exactly irsafs's schedule in this client).
 //   naive     a fixed 1 s, no jitter, RA ignored, until the deadline (a naive sidecar)
-//   botocore  standard mode: at most 3 attempts, U(0, 1) * min(2^(n-1), 20) s, RA ignored
+//   botocore  standard mode: at most 3 attempts, RetryPolicy{base 1 s, growth 2, cap 20 s}:
+//             U(0, 1) * min(2^(n-1), 20) s, RA ignored
 #include <curl/curl.h>
 
-#include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 
+#include "common.h"
+#include "fetcher/retry.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void die(const std::string& why) {
-  std::fprintf(stderr, "bench_fleet_client: %s\n", why.c_str());
-  std::exit(2);
-}
+using bench::die;
 
 struct Options {
   std::string endpoint, token_url, ca_pem, run_id, policy = "backoff", ra = "pace";
-  double base = 0.5, growth = 2, cap = 20, deadline = 60, timeout = 10;
+  double deadline = 60, timeout = 10;
   int max_attempts = 0;  // 0: no limit (deadline only)
   bool serve = false;
 };
@@ -56,20 +55,15 @@ struct Response {
   bool completed = false;
   long status = 0;
   std::string body;
-  std::optional<double> retry_after;
+  std::optional<irsafs::Duration> retry_after;
 };
+
+irsafs::Duration seconds(double s) {
+  return std::chrono::duration_cast<irsafs::Duration>(std::chrono::duration<double>(s));
+}
 
 size_t on_body(char* data, size_t size, size_t n, void* user) {
   static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
-
-size_t on_header(char* data, size_t size, size_t n, void* user) {
-  auto* r = static_cast<Response*>(user);
-  std::string line(data, size * n);
-  std::string lower = line;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (lower.rfind("retry-after:", 0) == 0) r->retry_after = std::atof(line.c_str() + 12);
   return size * n;
 }
 
@@ -92,8 +86,6 @@ Response perform(const Options& o, const std::string& url, const std::string* be
   curl_easy_setopt(c, CURLOPT_USERAGENT, "irsafs-bench");
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
   curl_blob ca{const_cast<char*>(o.ca_pem.data()), o.ca_pem.size(), CURL_BLOB_NOCOPY};
   if (!o.ca_pem.empty()) curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca);
   if (body != nullptr) {
@@ -103,6 +95,10 @@ Response perform(const Options& o, const std::string& url, const std::string* be
   }
   r.completed = curl_easy_perform(c) == CURLE_OK;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+  curl_off_t retry_after = 0;  // seconds (libcurl parses both forms); 0: none
+  if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0) {
+    r.retry_after = std::chrono::seconds(retry_after);
+  }
   curl_slist_free_all(headers);
   curl_easy_cleanup(c);
   return r;
@@ -117,46 +113,47 @@ Response attempt(const Options& o) {
   return perform(o, o.endpoint, &token.body, &body);
 }
 
-bool retryable(const Response& r) {
-  return !r.completed || r.status == 408 || r.status == 429 || (r.status >= 500 && r.status <= 599);
-}
+bool retryable(const Response& r) { return !r.completed || irsafs::is_retryable_status(r.status); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   std::string ca_file;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) die("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "--endpoint") o.endpoint = next();
-    else if (a == "--token-url") o.token_url = next();
-    else if (a == "--ca-file") ca_file = next();
-    else if (a == "--run-id") o.run_id = next();
-    else if (a == "--policy") o.policy = next();
-    else if (a == "--base") o.base = std::atof(next().c_str());
-    else if (a == "--growth") o.growth = std::atof(next().c_str());
-    else if (a == "--cap") o.cap = std::atof(next().c_str());
-    else if (a == "--ra") o.ra = next();
-    else if (a == "--max-attempts") o.max_attempts = std::atoi(next().c_str());
-    else if (a == "--deadline") o.deadline = std::atof(next().c_str());
-    else if (a == "--timeout") o.timeout = std::atof(next().c_str());
-    else if (a == "--serve") o.serve = true;
-    else die("unknown argument " + a);
-  }
-  if (o.endpoint.empty() || o.token_url.empty() || o.run_id.empty()) die("--endpoint, --token-url and --run-id are required");
+  double base = 0, growth = 0, cap = 0;
+  CLI::App app{"A libcurl client of irsa-svc with a pluggable retry policy (see fleet_client.cc)"};
+  app.add_option("--endpoint", o.endpoint)->required();
+  app.add_option("--token-url", o.token_url)->required();
+  app.add_option("--run-id", o.run_id)->required();
+  app.add_option("--ca-file", ca_file, "CA certificates (PEM)");
+  app.add_option("--policy", o.policy)->check(CLI::IsMember({"backoff", "naive", "botocore"}));
+  auto* base_opt = app.add_option("--base", base, "backoff: first window (s); default RetryPolicy's");
+  auto* growth_opt = app.add_option("--growth", growth, "backoff: window growth; default RetryPolicy's");
+  auto* cap_opt = app.add_option("--cap", cap, "backoff: largest window (s); default RetryPolicy's");
+  app.add_option("--ra", o.ra, "what a Retry-After does")->check(CLI::IsMember({"pace", "floor", "ignore"}));
+  app.add_option("--max-attempts", o.max_attempts, "0: until the deadline");
+  app.add_option("--deadline", o.deadline, "seconds");
+  app.add_option("--timeout", o.timeout, "seconds, each request");
+  app.add_flag("--serve", o.serve, "the cold-read reference: one attempt per line of stdin");
+  bench::parse(app, argc, argv);
   if (!ca_file.empty()) {
     std::ifstream in(ca_file, std::ios::binary);
+    if (!in) die("cannot read " + ca_file);
     std::ostringstream s;
     s << in.rdbuf();
     o.ca_pem = s.str();
   }
-  if (o.policy == "botocore" && o.max_attempts == 0) o.max_attempts = 3;
-  if (o.policy != "backoff" && o.policy != "naive" && o.policy != "botocore") die("unknown policy " + o.policy);
-  if (o.ra != "pace" && o.ra != "floor" && o.ra != "ignore") die("--ra must be pace, floor or ignore");
+
+  irsafs::RetryPolicy policy;  // irsafs's own schedule
+  if (o.policy == "botocore") {
+    policy.base = std::chrono::seconds(1);
+    policy.growth = 2;
+    policy.cap = std::chrono::seconds(20);
+    if (o.max_attempts == 0) o.max_attempts = 3;
+  }
+  if (*base_opt) policy.base = seconds(base);
+  if (*growth_opt) policy.growth = growth;
+  if (*cap_opt) policy.cap = seconds(cap);
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
   if (o.serve) {
@@ -172,10 +169,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::mt19937_64 rng(std::random_device{}());
-  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  irsafs::SystemRandom random;
   const auto start = Clock::now();
-  const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+  const auto deadline = start + seconds(o.deadline);
   int attempts = 0;
   bool ok = false;
   for (;;) {
@@ -186,23 +182,21 @@ int main(int argc, char** argv) {
       break;
     }
     if (!retryable(r) || (o.max_attempts > 0 && attempts >= o.max_attempts)) break;
-    const double window = std::min(o.cap, o.base * std::pow(o.growth, attempts - 1));
-    double delay = 0;
+    irsafs::Duration delay{};
     if (o.policy == "naive") {
-      delay = 1.0;
-    } else if (o.policy == "botocore") {
-      delay = u01(rng) * std::min(std::ldexp(1.0, attempts - 1), 20.0);
-    } else if (r.retry_after && o.ra == "pace") {
-      delay = std::min(120.0, *r.retry_after * (1 + u01(rng)));
-    } else if (r.retry_after && o.ra == "floor") {
-      delay = *r.retry_after + u01(rng) * window;
+      delay = std::chrono::seconds(1);
+    } else if (o.policy == "backoff" && r.retry_after && o.ra == "pace") {
+      delay = policy.paced(*r.retry_after, random);
+    } else if (o.policy == "backoff" && r.retry_after && o.ra == "floor") {
+      delay = *r.retry_after + policy.backoff(attempts, random);
     } else {
-      delay = u01(rng) * window;
+      delay = policy.backoff(attempts, random);
     }
-    if (elapsed() + delay >= o.deadline) break;
-    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+    if (Clock::now() + delay >= deadline) break;
+    std::this_thread::sleep_for(delay);
   }
-  std::printf("{\"ok\": %s, \"attempts\": %d, \"elapsed_s\": %.4f}\n", ok ? "true" : "false", attempts, elapsed());
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("{\"ok\": %s, \"attempts\": %d, \"elapsed_s\": %.4f}\n", ok ? "true" : "false", attempts, elapsed);
   curl_global_cleanup();
   return ok ? 0 : 1;
 }

@@ -8,28 +8,61 @@ schedules of bench_fleet_client. It isolates what the schedule alone does when t
 the machine, is the bottleneck: the real runs on 2 shared cores are bounded by starting N
 processes from N = 300 on (see the "floor" of the fleet rows).
 
+The "irsafs" schedule models fetcher/retry.h (RetryPolicy): its numbers (base, growth, cap,
+retry_after_cap) are read from that file, so the model cannot drift from irsafs.
+
     /usr/bin/python3 bench/fleet_sim.py [--n 100,300,1000] [--k 8] [--s 0.1] [--seeds 15]
 """
 import argparse
 import heapq
 import math
+import os
 import random
+import re
 import statistics
 
+RETRY_H = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fetcher", "retry.h")
 
-def backoff(base, growth, cap):
-    """Full jitter U(0, min(cap, base*growth^(n-1))); Retry-After R paces: R + U(0, R)."""
+
+def _seconds(value: str, unit: str) -> float:
+    return float(value) * {"milliseconds": 1e-3, "seconds": 1.0}[unit]
+
+
+def retry_policy(path: str = RETRY_H) -> dict:
+    """RetryPolicy's defaults from fetcher/retry.h: base, growth, cap and retry_after_cap."""
+    with open(path) as f:
+        text = f.read()
+    out = {}
+    for name in ("base", "cap", "retry_after_cap"):
+        m = re.search(rf"Duration {name} = std::chrono::(milliseconds|seconds)\((\d+)\);", text)
+        if not m:
+            raise SystemExit(f"fleet_sim: cannot find RetryPolicy::{name} in {path}")
+        out[name] = _seconds(m.group(2), m.group(1))
+    m = re.search(r"double growth = ([0-9.]+);", text)
+    if not m:
+        raise SystemExit(f"fleet_sim: cannot find RetryPolicy::growth in {path}")
+    out["growth"] = float(m.group(1))
+    return out
+
+
+def backoff(base, growth, cap, retry_after_cap):
+    """RetryPolicy::backoff, full jitter U(0, min(cap, base*growth^(n-1))); a Retry-After R
+    paces instead (RetryPolicy::paced): R + U(0, R), at most retry_after_cap."""
     def delay(n, ra, rng):
         if ra is not None:
-            return min(120.0, ra * (1 + rng.random()))
+            ra = min(ra, retry_after_cap)
+            return min(retry_after_cap, ra * (1 + rng.random()))
         return rng.random() * min(cap, base * growth ** (n - 1))
     return delay
 
 
+IRSAFS = retry_policy()
 POLICIES = {
-    "irsafs": (backoff(0.5, 2, 20), None),
-    "proto": (backoff(1.5, 1.5, 8), None),
+    "irsafs": (backoff(**IRSAFS), None),
+    # The schedule irsafs had before the fleet benchmark (bench.py's "old-0.5x2").
+    "old-0.5x2": (backoff(0.5, 2, 20, IRSAFS["retry_after_cap"]), None),
     "naive-1s": (lambda n, ra, rng: 1.0, None),
+    # botocore standard mode: 3 attempts, U(0, 1) * min(2^(n-1), 20) s, Retry-After ignored.
     "botocore": (lambda n, ra, rng: rng.random() * min(2 ** (n - 1), 20), 3),
 }
 

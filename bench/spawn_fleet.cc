@@ -20,14 +20,13 @@
 #include <string>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void die(const std::string& why) {
-  std::fprintf(stderr, "bench_spawn_fleet: %s\n", why.c_str());
-  std::exit(2);
-}
+using bench::die;
+using bench::percentile;
 
 std::string substitute(std::string s, int i) {
   const std::string key = "{i}";
@@ -37,38 +36,17 @@ std::string substitute(std::string s, int i) {
   return s;
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(rank);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   int n = 0;
   std::string stderr_dir;
-  int i = 1;
-  for (; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--") {
-      ++i;
-      break;
-    }
-    if (i + 1 >= argc) die("missing value after " + a);
-    if (a == "--n") {
-      n = std::atoi(argv[++i]);
-    } else if (a == "--stderr-dir") {
-      stderr_dir = argv[++i];
-    } else {
-      die("unknown argument " + a);
-    }
-  }
-  if (n < 1 || i >= argc) die("usage: --n N [--stderr-dir DIR] -- COMMAND ARGS...");
-  std::vector<std::string> command(argv + i, argv + argc);
+  std::vector<std::string> command;
+  CLI::App app{"Starts N copies of a command together, records when each ends; prints one JSON object"};
+  app.add_option("--n", n, "how many copies")->required()->check(bench::positive());
+  app.add_option("--stderr-dir", stderr_dir, "each child's stderr goes to DIR/INDEX.err");
+  app.add_option("command", command, "after --: the command and its arguments ({i}: the index)")->required();
+  bench::parse(app, argc, argv);
 
   // Room for N children and their files.
   rlimit lim{};

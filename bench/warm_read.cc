@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "common.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -30,10 +32,7 @@ struct Target {
   std::string path;
 };
 
-[[noreturn]] void die(const std::string& why) {
-  std::fprintf(stderr, "bench_warm_read: %s\n", why.c_str());
-  std::exit(2);
-}
+using bench::die;
 
 std::string read_whole(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -107,35 +106,23 @@ RoundResult run(const Target& t, size_t expected, size_t bytes, int threads, int
 
 int main(int argc, char** argv) {
   std::vector<Target> targets;
+  std::vector<std::string> target_args;
   int threads = 1, rounds = 10, round_ms = 500;
   size_t bytes = 4096;
   long count = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) die("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "--target") {
-      const std::string v = next();
-      const auto eq = v.find('=');
-      if (eq == std::string::npos) die("--target NAME=PATH");
-      targets.push_back({v.substr(0, eq), v.substr(eq + 1)});
-    } else if (a == "--threads") {
-      threads = std::atoi(next().c_str());
-    } else if (a == "--rounds") {
-      rounds = std::atoi(next().c_str());
-    } else if (a == "--round-ms") {
-      round_ms = std::atoi(next().c_str());
-    } else if (a == "--bytes") {
-      bytes = static_cast<size_t>(std::atol(next().c_str()));
-    } else if (a == "--count") {
-      count = std::atol(next().c_str());
-    } else {
-      die("unknown argument " + a);
-    }
+  CLI::App app{"Warm open+read+close loop over files with the same bytes; prints one JSON object"};
+  app.add_option("--target", target_args, "NAME=PATH (repeat; the first one alone with --count)")->required();
+  app.add_option("--threads", threads)->check(bench::positive());
+  app.add_option("--rounds", rounds)->check(bench::positive());
+  app.add_option("--round-ms", round_ms)->check(bench::positive());
+  app.add_option("--bytes", bytes, "bytes per read()")->check(bench::positive());
+  app.add_option("--count", count, "a fixed number of reads of the first target instead of rounds");
+  bench::parse(app, argc, argv);
+  for (const auto& v : target_args) {
+    const auto eq = v.find('=');
+    if (eq == std::string::npos) die("--target NAME=PATH");
+    targets.push_back({v.substr(0, eq), v.substr(eq + 1)});
   }
-  if (targets.empty() || threads < 1 || rounds < 1 || round_ms < 1 || bytes < 1) die("bad arguments");
 
   // Warm every target and check they hold the same bytes.
   const std::string first = read_whole(targets[0].path);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Lint for the deployment files and every shell script in the repository, offline:
-#   1. shellcheck on every shell script (git ls-files: *.sh, and files whose first line is a
-#      sh/bash/dash shebang, such as .ci/run);
+#   1. shellcheck on every shell script of the source tree (found with find, so a source
+#      tarball without git works too; build directories build*/, .git, .cache, node_modules and
+#      __pycache__ are skipped): *.sh, and files whose first line is a sh/bash/dash shebang,
+#      such as .ci/run;
 #   2. yamllint on deploy/**/*.yaml (the "relaxed" preset, lines up to 100 characters, and
 #      --strict: a warning is a finding too);
 #   3. the Kubernetes manifests: deploy/validate-manifests.mjs (the npm package
@@ -53,8 +55,8 @@ fi
 
 # ---- 1. shell scripts
 say "shellcheck"
-scripts=$(git ls-files --cached --others --exclude-standard | while IFS= read -r f; do
-    [ -f "$f" ] || continue
+scripts=$(find . \( -name .git -o -name .cache -o -name node_modules -o -name __pycache__ \
+    -o -path './build*' \) -prune -o -type f -print | sed 's|^\./||' | sort | while IFS= read -r f; do
     case $f in
         *.sh) echo "$f" ;;
         *)
@@ -66,9 +68,9 @@ scripts=$(git ls-files --cached --others --exclude-standard | while IFS= read -r
     esac
 done)
 if [ -z "$scripts" ]; then
-    fail "no shell scripts found (is this a git work tree?)"
+    fail "no shell scripts found under $root"
 else
-    # shellcheck disable=SC2086 # file names from git, one per line, no spaces in this repo
+    # shellcheck disable=SC2086 # file names from find, one per line, no spaces in this repo
     if ! shellcheck --external-sources $scripts; then
         fail "shellcheck"
     else

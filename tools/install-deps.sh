@@ -1,18 +1,26 @@
 #!/bin/sh
 # Installs what irsafs needs on Debian 12, and only what is missing.
 #   tools/install-deps.sh          build and run (compiler, cmake, libraries, fuse3)
-#   tools/install-deps.sh --test   also everything the tests use (GoogleTest, pytest, awscli,
-#                                  boto3, podman for the container test, clang for fuzzing)
+#   tools/install-deps.sh --demo   also what demo.sh's stand-in of irsa-svc needs (trustme)
+#   tools/install-deps.sh --test   also everything the tests use (GoogleTest, pytest, trustme,
+#                                  awscli, boto3, podman for the container test, clang for fuzzing)
 set -eu
 
 runtime="build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev
-nlohmann-json3-dev libspdlog-dev libcli11-dev ca-certificates openssl python3"
-testing="googletest libgtest-dev libgmock-dev libbenchmark-dev python3-pytest awscli python3-boto3
+nlohmann-json3-dev libspdlog-dev libcli11-dev ca-certificates python3"
+# The stand-in of irsa-svc (tests/standin) makes its test certificates with python3-trustme.
+demo="python3-trustme"
+testing="googletest libgtest-dev libgmock-dev libbenchmark-dev python3-pytest python3-trustme
+awscli python3-boto3
 curl psmisc procps util-linux shellcheck yamllint podman runc debootstrap
 clang-14 libfuzzer-14-dev libclang-rt-14-dev"
 
-want=$runtime
-[ "${1:-}" = "--test" ] && want="$runtime $testing"
+case ${1:-} in
+  "") want=$runtime ;;
+  --demo) want="$runtime $demo" ;;
+  --test) want="$runtime $testing" ;;
+  *) echo "usage: tools/install-deps.sh [--demo | --test]" >&2; exit 2 ;;
+esac
 
 missing=""
 for p in $want; do

@@ -1,10 +1,11 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A local stand-in for irsa-svc and the Domino token endpoint (tests, demos, benchmarks).
 
-Standard library only. Two servers on 127.0.0.1, ephemeral ports:
+Standard library and Debian's python3-trustme (run it with /usr/bin/python3). Two servers on
+127.0.0.1, ephemeral ports:
 
   * HTTPS  POST /map_iam_roles_to_pod_sa   (irsa-svc; certificates from a test CA made with
-                                            the openssl CLI)
+                                            trustme)
   * HTTP   GET  /access-token              (the token endpoint behind DOMINO_API_PROXY)
 
 and, optionally, a plain-HTTP control server (POST /control, GET /stats, GET /healthz).
@@ -74,12 +75,13 @@ import signal
 import socket
 import socketserver
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from typing import Any, Callable, Optional
+
+import trustme  # Debian: python3-trustme
 
 IRSA_PATH = "/map_iam_roles_to_pod_sa"
 TOKEN_PATH = "/access-token"
@@ -102,10 +104,12 @@ Behaviour = dict
 # --------------------------------------------------------------------------------------------
 
 class TestPKI:
-    """A test CA, server certificates it signed, and an unrelated second CA (openssl CLI).
+    """Test certificates made with Debian's python3-trustme: a test CA, server certificates it
+    signed, and an unrelated second CA.
 
-    ca_file / other_ca_file: CA certificates (PEM). certs[name] = (cert, key) for the server:
-      "good"       CN/SAN 127.0.0.1, IP:127.0.0.1 + DNS:localhost, signed by ca_file
+    ca_file / other_ca_file: CA certificates (PEM). certs[name]: the server's private key and
+    certificate chain in one PEM file:
+      "good"       SAN IP:127.0.0.1 + DNS:localhost, signed by ca_file
       "other-host" SAN DNS:other.example, signed by ca_file
       "untrusted"  like "good" but signed by other_ca_file
     """
@@ -117,13 +121,9 @@ class TestPKI:
     def __init__(self, directory: str):
         self.dir = directory
         self.ca_file = os.path.join(directory, "ca.pem")
-        self.ca_key = os.path.join(directory, "ca.key")
         self.other_ca_file = os.path.join(directory, "other-ca.pem")
-        self.other_ca_key = os.path.join(directory, "other-ca.key")
-        self.certs = {
-            name: (os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.key"))
-            for name in ("good", "other-host", "untrusted")
-        }
+        self.certs = {name: os.path.join(directory, f"{name}.pem")
+                      for name in ("good", "other-host", "untrusted")}
 
     @classmethod
     def shared(cls) -> "TestPKI":
@@ -139,54 +139,20 @@ class TestPKI:
     def generate(cls, directory: str) -> "TestPKI":
         os.makedirs(directory, exist_ok=True)
         pki = cls(directory)
-        cnf = os.path.join(directory, "openssl.cnf")
-        with open(cnf, "w") as f:
-            f.write("[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n"
-                    "[ca]\nbasicConstraints = critical, CA:TRUE\n"
-                    "keyUsage = critical, keyCertSign, cRLSign\n"
-                    "subjectKeyIdentifier = hash\n")
-        pki._make_ca(cnf, pki.ca_file, pki.ca_key, "irsafs test CA")
-        pki._make_ca(cnf, pki.other_ca_file, pki.other_ca_key, "irsafs unrelated CA")
-        san_good = "IP:127.0.0.1,DNS:localhost"
-        pki._make_server(cnf, "good", "127.0.0.1", san_good, pki.ca_file, pki.ca_key)
-        pki._make_server(cnf, "other-host", "other.example", "DNS:other.example",
-                         pki.ca_file, pki.ca_key)
-        pki._make_server(cnf, "untrusted", "127.0.0.1", san_good,
-                         pki.other_ca_file, pki.other_ca_key)
+        ca = trustme.CA(organization_unit_name="irsafs test CA")
+        other_ca = trustme.CA(organization_unit_name="irsafs unrelated CA")
+        ca.cert_pem.write_to_path(pki.ca_file)
+        other_ca.cert_pem.write_to_path(pki.other_ca_file)
+        leaves = {"good": ca.issue_cert("127.0.0.1", "localhost"),
+                  "other-host": ca.issue_cert("other.example"),
+                  "untrusted": other_ca.issue_cert("127.0.0.1", "localhost")}
+        for name, leaf in leaves.items():
+            leaf.private_key_and_cert_chain_pem.write_to_path(pki.certs[name])
         return pki
-
-    @staticmethod
-    def _openssl(*args: str) -> None:
-        res = subprocess.run(["openssl", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"openssl {' '.join(args)} failed: {res.stderr.strip()}")
-
-    def _make_ca(self, cnf: str, cert: str, key: str, cn: str) -> None:
-        self._openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
-                      "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
-                      "-days", "30", "-subj", f"/CN={cn}", "-config", cnf, "-extensions", "ca")
-
-    def _make_server(self, cnf: str, name: str, cn: str, san: str, ca: str, ca_key: str) -> None:
-        cert, key = self.certs[name]
-        csr = os.path.join(self.dir, f"{name}.csr")
-        ext = os.path.join(self.dir, f"{name}.ext")
-        with open(ext, "w") as f:
-            f.write("[server]\nbasicConstraints = critical, CA:FALSE\n"
-                    "keyUsage = critical, digitalSignature, keyEncipherment\n"
-                    "extendedKeyUsage = serverAuth\n"
-                    f"subjectAltName = {san}\n"
-                    "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
-        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                      "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}",
-                      "-config", cnf)
-        self._openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-                      "-set_serial", "0x" + secrets.token_hex(8), "-days", "30", "-sha256",
-                      "-out", cert, "-extfile", ext, "-extensions", "server")
 
     def server_context(self, name: str) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self.certs[name])
+        ctx.load_cert_chain(self.certs[name])
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 
