@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <ctime>
 
+#include "fetcher/text.h"
 #include "fetcher/validator.h"
 
 namespace irsafs {
@@ -68,18 +69,27 @@ void ConfigService::set_wake_hook(std::function<void()> f) {
   wake_ = std::move(f);
 }
 
+void ConfigService::set_discard_listener(std::function<void()> f) {
+  std::lock_guard lock(mu_);
+  on_discard_ = std::move(f);
+}
+
 void ConfigService::run(Effects& fx) {
   // Order matters: the adapter must learn of a new version (and tell the kernel) before
   // readers parked for it are answered.
   std::function<void(const ContentPtr&, const ContentPtr&)> on_content;
   std::function<void()> wake;
+  std::function<void()> on_discard;
   {
     std::lock_guard lock(mu_);
     on_content = on_content_;
     wake = wake_;
+    on_discard = on_discard_;
   }
   if (fx.published && on_content) on_content(fx.published, fx.replaced);
+  if (fx.discarded && on_discard) on_discard();
   for (auto& [waiter, outcome] : fx.replies) waiter(outcome);
+  if (fx.cancel_fetch) launcher_.cancel();
   if (fx.launch) {
     launcher_.launch([this](FetchResult r) { on_fetch_done(std::move(r)); });
   }
@@ -96,7 +106,13 @@ std::optional<ReadOutcome> ConfigService::read(WaiterId id, Waiter waiter) {
     maybe_start_fetch_locked(fx);
     fx.wake = true;
   }
-  run(fx);
+  try {
+    run(fx);
+  } catch (const std::exception& e) {
+    // The waiter is parked: whoever settles it (at the latest its deadline) replies; the caller
+    // must not, or the request would be answered twice.
+    spdlog::error("Cannot start the fetch for a waiting reader: {}", e.what());
+  }
   return std::nullopt;
 }
 
@@ -108,6 +124,13 @@ bool ConfigService::cancel(WaiterId id) {
 ContentPtr ConfigService::current() const {
   std::lock_guard lock(mu_);
   return content_;
+}
+
+ContentPtr ConfigService::find(std::uint64_t version) const {
+  std::lock_guard lock(mu_);
+  if (content_ && content_->version == version) return content_;
+  auto it = published_.find(version);
+  return it == published_.end() ? nullptr : it->second.lock();
 }
 
 void ConfigService::maybe_start_fetch_locked(Effects& fx) {
@@ -139,6 +162,8 @@ void ConfigService::publish_locked(std::string bytes, ContentSource source, Effe
   next->obtained_at = clock_.wall_now();
   fx.replaced = content_;
   content_ = next;
+  std::erase_if(published_, [](const auto& p) { return p.second.expired(); });
+  published_.emplace(next->version, next);
   published_at_ = clock_.now();
   fx.published = next;
   for (auto& [id, parked] : waiters_) fx.replies.emplace_back(std::move(parked.waiter), ReadOutcome{next, 0, {}});
@@ -159,14 +184,27 @@ void ConfigService::on_fetch_done(FetchResult result) {
     token_requests_ += static_cast<std::uint64_t>(result.token_requests);
     last_fetch_duration_ = clock_.now() - fetch_started_;
     const bool refresh = content_ != nullptr;
-    if (result.ok) {
+    if (content_ && content_->source == ContentSource::kWrite) {
+      // The fetch was running when a written text was published (and was cancelled then):
+      // whatever its outcome, irsa-svc is not called again for this mount.
+      if (result.ok) {
+        last_success_at_ = clock_.wall_now();
+        spdlog::info("Fetched the AWS config in {} but discarded it: the content was written meanwhile",
+                     format_seconds(result.elapsed));
+      } else {
+        spdlog::info("The fetch running when the content was written ended ({}) after {} request(s) in {}; "
+                     "irsa-svc is not called again",
+                     result.cancelled ? std::string("cancelled") : printable(result.error), result.requests,
+                     format_seconds(result.elapsed));
+      }
+      consecutive_failures_ = 0;
+      hold_until_.reset();
+      next_refresh_.reset();
+    } else if (result.ok) {
       consecutive_failures_ = 0;
       hold_until_.reset();
       last_success_at_ = clock_.wall_now();
-      if (content_ && content_->source == ContentSource::kWrite) {
-        spdlog::info("Fetched the AWS config in {} but discarded it: the content was written meanwhile",
-                     format_seconds(result.elapsed));
-      } else if (content_ && content_->bytes == result.content) {
+      if (content_ && content_->bytes == result.content) {
         spdlog::info("Refreshed the AWS config in {} with {} request(s): unchanged ({} bytes)",
                      format_seconds(result.elapsed), result.requests, content_->bytes.size());
       } else {
@@ -180,7 +218,7 @@ void ConfigService::on_fetch_done(FetchResult result) {
     } else {
       ++fetch_failures_;
       ++consecutive_failures_;
-      last_error_ = result.error;
+      last_error_ = printable(result.error);  // JSON in .status: valid UTF-8 whatever the source
       last_error_at_ = clock_.wall_now();
       if (!result.cancelled) {
         const Duration wait = hold_off_locked();
@@ -203,17 +241,34 @@ void ConfigService::on_fetch_done(FetchResult result) {
   run(fx);
 }
 
+namespace {
+
+// A write of whole 4 KiB pages is most likely one piece of a longer text: what writers and the
+// kernel cut a text into (stdio and Python buffers, dd, cp, FUSE's max_write) are multiples of
+// the page size; a text's last piece, or a text written at once, almost never is.
+bool looks_like_a_piece(std::size_t bytes) { return bytes % 4096 == 0; }
+
+}  // namespace
+
 int ConfigService::truncate(std::uint64_t writer, std::uint64_t size) {
   if (!options_.writable) return EROFS;
   if (size > kMaxConfigBytes) return EFBIG;
-  std::lock_guard lock(mu_);
-  auto it = sessions_.find(writer);
-  if (it == sessions_.end()) {
-    // ftruncate without a prior write works on the current text, like on a regular file.
-    it = sessions_.emplace(writer, Session{size == 0 || !content_ ? std::string() : content_->bytes, {}}).first;
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(writer);
+    if (it == sessions_.end()) {
+      // ftruncate without a prior write works on the current text, like on a regular file.
+      it = sessions_.emplace(writer, Session(size == 0 || !content_ ? std::string() : content_->bytes)).first;
+    }
+    Session& s = it->second;
+    s.text.resize(size, '\0');
+    s.last_write = clock_.now();
+    s.checker.reset();  // judged again from the start at the next write or at the commit
+    s.prefix_version = 0;
+    fx.wake = true;  // the session is committed when quiet: the ticker must know
   }
-  it->second.text.resize(size, '\0');
-  it->second.last_write = clock_.now();
+  run(fx);
   return 0;
 }
 
@@ -228,13 +283,18 @@ int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string
     if (it == sessions_.end()) {
       // A write at 0 starts a session (O_TRUNC may have been folded away); elsewhere it edits
       // the current text in place, as on a regular file.
-      it = sessions_.emplace(writer, Session{offset == 0 || !content_ ? std::string() : content_->bytes, {}}).first;
+      it = sessions_.emplace(writer, Session(offset == 0 || !content_ ? std::string() : content_->bytes)).first;
     }
     Session& s = it->second;
+    if (offset < s.checker.seen()) s.checker.reset();  // not an append: judged again from the start
+    if (offset < s.prefix_checked) s.prefix_version = 0;
     if (s.text.size() < offset + data.size()) s.text.resize(offset + data.size(), '\0');
     s.text.replace(offset, data.size(), data);
     s.last_write = clock_.now();
-    if (Validation v = validate_config_prefix(s.text); !v) {
+    s.wrote = true;
+    // Appends are judged incrementally (O(new bytes + the last line)), under the lock but
+    // without re-reading the whole text at every write.
+    if (Validation v = s.checker.append(s.text); !v) {
       ++writes_rejected_;
       last_error_ = "write refused: not an AWS config: " + v.reason;
       last_error_at_ = clock_.wall_now();
@@ -242,13 +302,19 @@ int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string
                     data.size(), offset, v.reason);
       sessions_.erase(it);
       rc = EINVAL;
+      fx.discarded = true;  // the kernel's page cache may hold this session's earlier writes
       maybe_start_fetch_locked(fx);  // readers waiting on this writer fall back to a fetch
-    } else if (content_ && !content_->bytes.starts_with(s.text) && validate_config(s.text)) {
+    } else if (content_ && !looks_like_a_piece(data.size()) &&
+               (s.published_bytes == 0 || s.text.size() >= 2 * s.published_bytes) &&
+               !prefix_of_content_locked(s) && s.checker.complete(s.text)) {
       // A different, complete-looking text over served content: publish it now, so the writer
       // (and everyone) reads it back at once; the kernel would otherwise show the writer's bytes
       // over the old text until the session ends. A rewrite of the same text is a prefix of
-      // the content all along and is never published early. The session stays open: a later
-      // write of the same session publishes again; the session's end counts it as committed.
+      // the content all along and is never published early. Not after a write of whole pages
+      // (more is most likely coming), and again in the same session only once the text has
+      // doubled: a text written in many pieces is published a few times at most, whole at the
+      // session's end. The session stays open; its end counts it as committed.
+      s.published_bytes = s.text.size();
       publish_written_locked(s.text, fx);
     }
     fx.wake = true;
@@ -257,36 +323,69 @@ int ConfigService::write(std::uint64_t writer, std::uint64_t offset, std::string
   return rc;
 }
 
+// Kept up to date by appends in O(new bytes); computed again after anything else.
+bool ConfigService::prefix_of_content_locked(Session& s) const {
+  if (!content_) return false;
+  if (s.prefix_version != content_->version || s.prefix_checked > s.text.size()) {
+    s.prefix_version = content_->version;
+    s.prefix_checked = 0;
+    s.is_prefix = true;
+  }
+  if (s.is_prefix && s.prefix_checked < s.text.size()) {
+    const std::string_view text = s.text;
+    const std::string_view content = content_->bytes;
+    s.is_prefix = text.size() <= content.size() &&
+                  text.substr(s.prefix_checked) == content.substr(s.prefix_checked, text.size() - s.prefix_checked);
+    s.prefix_checked = text.size();
+  }
+  return s.is_prefix;
+}
+
 int ConfigService::commit_locked(std::uint64_t writer, Effects& fx) {
   auto node = sessions_.extract(writer);
-  std::string text = std::move(node.mapped().text);
-  if (content_ && node.mapped().last_write < published_at_ && content_->bytes != text) {
-    // Newer content (another writer's, or a refresh) was published after this session's last
-    // write: the older text does not come back.
-    spdlog::debug("A write session of {} bytes was superseded by version {}", text.size(), content_->version);
+  Session& s = node.mapped();
+  if (!s.wrote && s.text.empty()) {
+    // A truncate to 0 and no write: an open with O_TRUNC that wrote nothing (also a reader's
+    // O_RDONLY|O_TRUNC, or a writer whose write starts a new session after the quiet period).
+    // An empty config is never served, and nothing was written to reject: nothing changes.
+    spdlog::info("A truncate to 0 was not followed by a write; content unchanged");
+    maybe_start_fetch_locked(fx);  // readers waiting on this writer fall back to a fetch
     return 0;
   }
-  if (Validation v = validate_config(text); !v) {
+  if (content_ && s.last_write < published_at_ && content_->bytes != s.text) {
+    // Newer content (another writer's, or a refresh) was published after this session's last
+    // write: the older text does not come back.
+    spdlog::debug("A write session of {} bytes was superseded by version {}", s.text.size(), content_->version);
+    fx.discarded = true;
+    return 0;
+  }
+  Validation v = s.checker.append(s.text);
+  if (v) v = s.checker.complete(s.text);
+  if (!v) {
     ++writes_rejected_;
     last_error_ = "write rejected: not an AWS config: " + v.reason;
     last_error_at_ = clock_.wall_now();
-    spdlog::error("Rejected written text of {} bytes: not an AWS config ({}); content unchanged", text.size(),
+    spdlog::error("Rejected written text of {} bytes: not an AWS config ({}); content unchanged", s.text.size(),
                   v.reason);
     maybe_start_fetch_locked(fx);
+    fx.discarded = true;
     return EINVAL;
   }
   ++writes_committed_;
-  if (content_ && content_->bytes == text) {
+  if (content_ && content_->bytes == s.text) {
     spdlog::debug("Written text equals version {}; nothing to change", content_->version);
     return 0;
   }
-  publish_written_locked(std::move(text), fx);
+  publish_written_locked(std::move(s.text), fx);
   return 0;
 }
 
 void ConfigService::publish_written_locked(std::string text, Effects& fx) {
   spdlog::info("Serving written content: {} bytes (irsa-svc will not be called for this mount)", text.size());
   next_refresh_.reset();
+  hold_until_.reset();
+  // "Never" includes the retries of a fetch already running: cancel it.
+  if (fetching_) fx.cancel_fetch = true;
   publish_locked(std::move(text), ContentSource::kWrite, fx);
 }
 
@@ -367,6 +466,9 @@ void ConfigService::tick() {
   run(fx);
 }
 
+// Only times at which tick() will act: a time tick() would pass over (a refresh or the end of a
+// hold-off while a fetch runs) comes back at once once past, and the ticker would spin. The
+// end of a fetch wakes the ticker instead.
 std::optional<TimePoint> ConfigService::next_wakeup() const {
   std::lock_guard lock(mu_);
   std::optional<TimePoint> t;
@@ -376,8 +478,10 @@ std::optional<TimePoint> ConfigService::next_wakeup() const {
                                                                : parked.deadline);
   }
   for (const auto& [writer, s] : sessions_) consider(s.last_write + options_.write_quiet);
+  if (stopping_ || fetching_) return t;
   if (next_refresh_) consider(*next_refresh_);
-  if (hold_until_ && !waiters_.empty() && !content_) consider(*hold_until_);
+  // The conditions of maybe_start_fetch_locked: only then does the end of the hold-off start one.
+  if (hold_until_ && !waiters_.empty() && !content_ && sessions_.empty()) consider(*hold_until_);
   return t;
 }
 

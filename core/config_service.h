@@ -19,6 +19,7 @@
 
 #include "fetcher/clock.h"
 #include "fetcher/fetcher.h"
+#include "fetcher/validator.h"
 
 namespace irsafs {
 
@@ -53,6 +54,10 @@ class FetchLauncher {
  public:
   virtual ~FetchLauncher() = default;
   virtual void launch(std::function<void(FetchResult)> done) = 0;
+  // Cancels the fetches launched so far: no further attempt or backoff sleep (a request on the
+  // wire may be cut short, or finish); each `done` is still called once, then with a cancelled
+  // result unless the fetch ended first. Called with no lock of the caller's held.
+  virtual void cancel() = 0;
 };
 
 struct ServiceOptions {
@@ -78,6 +83,9 @@ class ConfigService {
   void set_content_listener(std::function<void(const ContentPtr& now, const ContentPtr& before)> f);
   // Called (without locks) when next_wakeup() may have moved earlier.
   void set_wake_hook(std::function<void()> f);
+  // Called (without locks) when written bytes were not published (a refused write, a rejected
+  // or superseded session): the kernel's page cache may hold them.
+  void set_discard_listener(std::function<void()> f);
 
   // --- readers -------------------------------------------------------------------------
   // The content at once when known (then `waiter` is dropped), or nullopt after parking
@@ -88,6 +96,9 @@ class ConfigService {
   // caller then owns the reply.
   bool cancel(WaiterId id);
   ContentPtr current() const;
+  // Version `version` if it is current or still held anywhere (e.g. by a listener call in
+  // progress, between its publication and the adapter's pin), else null.
+  ContentPtr find(std::uint64_t version) const;
 
   // --- writers (seeding) -----------------------------------------------------------------
   // Writers are told apart by `writer` (the kernel's thread id of the caller). A session starts
@@ -113,14 +124,26 @@ class ConfigService {
     TimePoint deadline;
   };
   struct Session {
+    explicit Session(std::string initial) : text(std::move(initial)) {}
     std::string text;
-    TimePoint last_write;
+    TimePoint last_write{};
+    bool wrote = false;  // a write came (a session may be a truncate alone: O_TRUNC)
+    // Judges the text as it grows, so a text written in many pieces is validated in O(size).
+    ConfigChecker checker;
+    // Whether `text` is a prefix of the content of version prefix_version, checked through
+    // prefix_checked bytes (0: not known).
+    std::uint64_t prefix_version = 0;
+    std::size_t prefix_checked = 0;
+    bool is_prefix = false;
+    std::size_t published_bytes = 0;  // the size of this session's last early publication
   };
   // Work decided under the lock, done after it is released.
   struct Effects {
     std::vector<std::pair<Waiter, ReadOutcome>> replies;
     bool launch = false;
+    bool cancel_fetch = false;  // a written text made the running fetch useless
     bool wake = false;
+    bool discarded = false;  // written bytes were not published
     ContentPtr published;
     ContentPtr replaced;
   };
@@ -133,6 +156,7 @@ class ConfigService {
   void publish_written_locked(std::string text, Effects& fx);
   void fail_waiters_locked(int error, const std::string& why, Effects& fx);
   int commit_locked(std::uint64_t writer, Effects& fx);
+  bool prefix_of_content_locked(Session& s) const;
   State state_locked() const;
   bool covered_by_fetch_locked(const Parked& p, TimePoint now) const;
   Duration hold_off_locked();
@@ -143,9 +167,11 @@ class ConfigService {
   Random& random_;
   std::function<void(const ContentPtr&, const ContentPtr&)> on_content_;
   std::function<void()> wake_;
+  std::function<void()> on_discard_;
 
   mutable std::mutex mu_;
   ContentPtr content_;                 // guarded by mu_
+  std::map<std::uint64_t, std::weak_ptr<const Content>> published_;  // guarded by mu_: for find()
   TimePoint published_at_{};           // guarded by mu_: when content_ was published
   std::uint64_t next_version_ = 1;     // guarded by mu_
   bool fetching_ = false;              // guarded by mu_

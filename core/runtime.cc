@@ -16,36 +16,70 @@ void FetchThread::stop() {
 void FetchThread::launch(std::function<void(FetchResult)> done) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(std::move(done));
+    queue_.emplace_back(++launched_, std::move(done));
   }
   cv_.notify_one();
 }
 
+void FetchThread::cancel() {
+  std::lock_guard lock(mu_);
+  cancelled_through_ = launched_;
+  running_.request_stop();
+}
+
+namespace {
+
+FetchResult cancelled_result() {
+  FetchResult r;
+  r.cancelled = true;
+  r.error = "fetch cancelled";
+  return r;
+}
+
+}  // namespace
+
 void FetchThread::loop(std::stop_token stop) {
   for (;;) {
     std::function<void(FetchResult)> done;
+    std::stop_source own;
+    bool cancelled = false;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, stop, [this] { return !queue_.empty(); });
       if (queue_.empty()) break;  // stop requested with nothing queued
-      done = std::move(queue_.front());
+      cancelled = queue_.front().first <= cancelled_through_;
+      done = std::move(queue_.front().second);
       queue_.pop_front();
+      running_ = own;
     }
-    // A stop during the fetch cancels it; `done` still gets its (cancelled) result.
-    done(fetcher_.fetch(stop));
+    FetchResult result;
+    if (cancelled) {
+      result = cancelled_result();
+    } else {
+      // A stop of the thread, or cancel(), during the fetch cancels it; `done` still gets its
+      // (cancelled) result.
+      std::stop_callback on_stop(stop, [&own] { own.request_stop(); });
+      try {
+        result = fetcher_.fetch(own.get_token());
+      } catch (const std::exception& e) {
+        // Never let an exception end the daemon from this thread (std::terminate): the
+        // fetch fails with the reason, and readers get EIO.
+        result = FetchResult{};
+        result.error = std::string("internal error: ") + e.what();
+      } catch (...) {
+        result = FetchResult{};
+        result.error = "internal error";
+      }
+    }
+    done(std::move(result));
   }
   // Queued launches after a stop are answered as cancelled so no waiter is left hanging.
-  std::deque<std::function<void(FetchResult)>> left;
+  std::deque<std::pair<std::uint64_t, std::function<void(FetchResult)>>> left;
   {
     std::lock_guard lock(mu_);
     left.swap(queue_);
   }
-  for (auto& done : left) {
-    FetchResult r;
-    r.cancelled = true;
-    r.error = "fetch cancelled";
-    done(std::move(r));
-  }
+  for (auto& [id, done] : left) done(cancelled_result());
 }
 
 void Ticker::start() {

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <stop_token>
 #include <thread>
 
 #include "core/config_service.h"
@@ -20,6 +22,9 @@ class FetchThread final : public FetchLauncher {
   explicit FetchThread(Fetcher& fetcher) : fetcher_(fetcher) {}
   ~FetchThread() override;  // cancels a running fetch and joins
   void launch(std::function<void(FetchResult)> done) override;  // queued until start()
+  // Stops the running fetch through its own stop token (its backoff sleeps, and curl through
+  // the progress callback); launches still queued are answered as cancelled.
+  void cancel() override;
   void start();
   void stop();
 
@@ -29,7 +34,11 @@ class FetchThread final : public FetchLauncher {
   Fetcher& fetcher_;
   std::mutex mu_;
   std::condition_variable_any cv_;
-  std::deque<std::function<void(FetchResult)>> queue_;  // guarded by mu_
+  // Launches, numbered 1, 2, ...; those up to cancelled_through_ are cancelled.
+  std::deque<std::pair<std::uint64_t, std::function<void(FetchResult)>>> queue_;  // guarded by mu_
+  std::uint64_t launched_ = 0;                      // guarded by mu_
+  std::uint64_t cancelled_through_ = 0;             // guarded by mu_
+  std::stop_source running_{std::nostopstate};      // guarded by mu_: the running fetch's
   std::jthread thread_;
 };
 

@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "fetcher/text.h"
+
 namespace irsafs {
 namespace {
 
@@ -29,7 +31,8 @@ class EasyHandle {
   std::string describe(CURLcode code) const {
     std::string text = error_[0] != '\0' ? std::string(error_) : curl_easy_strerror(code);
     while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    return text;
+    // libcurl may quote what the server sent (a host name, a status line): valid UTF-8 only.
+    return printable(text);
   }
 
  private:

@@ -6,21 +6,17 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "fetcher/text.h"
 #include "fetcher/validator.h"
 
 namespace irsafs {
 namespace {
 
-// The first line of a response body, shortened and stripped of control bytes, for messages.
+// The first line of a response body for messages: shortened on a character boundary, control
+// characters and bytes that are not UTF-8 replaced (the message reaches .status, which is JSON).
 std::string first_line(std::string_view body) {
   constexpr std::size_t kMax = 120;
-  const std::size_t eol = body.find_first_of("\r\n");
-  std::string_view line = body.substr(0, eol);
-  std::string out;
-  for (char c : line.substr(0, kMax)) {
-    out.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c);
-  }
-  if (line.size() > kMax) out += "...";
+  std::string out = printable(body.substr(0, body.find_first_of("\r\n")), kMax);
   return out.empty() ? "(empty body)" : out;
 }
 
@@ -129,9 +125,12 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
   }
   std::optional<Duration> retry_after;
   if (response.retry_after) retry_after = parse_retry_after(*response.retry_after, clock_.wall_now());
+  // "Retry-After: 0" or a date already past sets no pace: taken at its word it is a retry
+  // storm (no delay at all). The usual backoff applies instead.
+  if (retry_after && *retry_after <= Duration::zero()) retry_after.reset();
   if (response.status == 200) {
     if (Validation v = validate_config(response.body); !v) {
-      spdlog::debug("Invalid body starts with: {}", first_line(redacted(response.body, bearer)));
+      // The rule and its position only: a body that is almost a config holds secrets.
       return {Verdict::kRetry, where + "HTTP 200 but not an AWS config: " + v.reason, retry_after, {}};
     }
     return {Verdict::kSuccess, {}, {}, std::move(response.body)};
@@ -186,10 +185,12 @@ FetchResult Fetcher::fetch(std::stop_token stop) {
     const TimePoint last_start = deadline - settings_.retry.min_attempt;
     if (now + delay > last_start && !a.retry_after) delay = std::max(Duration::zero(), last_start - now);
     if (now + delay > last_start || now >= last_start) {
+      // Blame the Retry-After only when it is what made the retry miss the deadline.
+      const bool paced_out = a.retry_after && now < last_start;
       result.error = a.error + " (gave up after " + std::to_string(result.attempts) +
                      (result.attempts == 1 ? " attempt" : " attempts") + " in " +
                      format_seconds(result.elapsed) + ": " +
-                     (a.retry_after ? "the server's Retry-After ends past" : "no time left before") +
+                     (paced_out ? "the server's Retry-After ends past" : "no time left before") +
                      " the deadline of " + format_seconds(settings_.deadline) + ")";
       return result;
     }

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "fetcher/podinfo.h"
+#include "fetcher/text.h"
 
 namespace irsafs {
 namespace {
@@ -23,6 +24,14 @@ Duration seconds_option(double value, const char* flag) {
     throw UsageError(std::string(flag) + " must be a number of seconds above 0 and at most 86400");
   }
   return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(value));
+}
+
+// Text sent to irsa-svc in the JSON request, or quoted in messages and .status, must be UTF-8:
+// refused here, at start, with the option that gave it, rather than failing every fetch.
+void require_utf8(const std::string& value, const std::string& what) {
+  if (const auto at = invalid_utf8_at(value)) {
+    throw UsageError("Cannot use " + what + ": not valid UTF-8 (byte " + std::to_string(*at + 1) + ")");
+  }
 }
 
 std::string read_file_or_throw(const std::string& path, const char* what) {
@@ -68,11 +77,20 @@ ResolvedOptions resolve_options(const CommonArgs& args, const EnvLookup& env,
   ResolvedOptions out;
   FetchSettings& f = out.fetch;
 
-  f.endpoint = non_empty(args.endpoint).value_or(
-      non_empty(env("DOMINO_IRSA_ENDPOINT")).value_or(kDefaultEndpoint));
+  if (auto e = non_empty(args.endpoint)) {
+    require_utf8(*e, "the irsa-svc URL given by --endpoint");
+    f.endpoint = *e;
+  } else if (auto env_e = non_empty(env("DOMINO_IRSA_ENDPOINT"))) {
+    require_utf8(*env_e, "the irsa-svc URL in DOMINO_IRSA_ENDPOINT");
+    f.endpoint = *env_e;
+  } else {
+    f.endpoint = kDefaultEndpoint;
+  }
   if (auto t = non_empty(args.token_url)) {
+    require_utf8(*t, "the token URL given by --token-url");
     f.token_url = *t;
   } else if (auto proxy = non_empty(env("DOMINO_API_PROXY"))) {
+    require_utf8(*proxy, "the token proxy URL in DOMINO_API_PROXY");
     std::string base = *proxy;
     while (!base.empty() && base.back() == '/') base.pop_back();
     f.token_url = base + "/access-token";
@@ -80,14 +98,26 @@ ResolvedOptions resolve_options(const CommonArgs& args, const EnvLookup& env,
     f.token_url = kDefaultTokenUrl;
   }
 
-  auto run_id = non_empty(args.run_id);
-  if (!run_id) run_id = non_empty(env("DOMINO_RUN_ID"));
-  if (!run_id) throw UsageError("A run id is required: pass --run-id ID or set DOMINO_RUN_ID");
-  f.run_id = *run_id;
+  if (auto id = non_empty(args.run_id)) {
+    require_utf8(*id, "the run id given by --run-id");
+    f.run_id = *id;
+  } else if (auto env_id = non_empty(env("DOMINO_RUN_ID"))) {
+    require_utf8(*env_id, "the run id in DOMINO_RUN_ID");
+    f.run_id = *env_id;
+  } else {
+    throw UsageError("A run id is required: pass --run-id ID or set DOMINO_RUN_ID");
+  }
 
   f.workload_type = non_empty(args.workload_type);
-  if (!f.workload_type) {
-    if (auto pod_info = non_empty(env("POD_INFO_PATH"))) f.workload_type = workload_type_from_file(*pod_info);
+  if (f.workload_type) {
+    require_utf8(*f.workload_type, "the workload type given by --workload-type");
+  } else if (auto pod_info = non_empty(env("POD_INFO_PATH"))) {
+    f.workload_type = workload_type_from_file(*pod_info);
+    // The kubelet writes bytes that are not UTF-8 as \xNN escapes; decoded, they are those bytes.
+    if (f.workload_type) {
+      require_utf8(*f.workload_type, "the label " + std::string(kWorkloadTypeLabel) + " in " + *pod_info +
+                                         " (POD_INFO_PATH)");
+    }
   }
 
   f.deadline = seconds_option(args.deadline_seconds, "--deadline");

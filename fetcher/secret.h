@@ -10,7 +10,9 @@ namespace irsafs {
 class Secret {
  public:
   Secret() = default;
-  explicit Secret(std::string value) : value_(std::move(value)) {}
+  // Takes the value's buffer and wipes what the moved-from string keeps: a short value lives in
+  // the string object itself (the small-string buffer), which a move copies and leaves behind.
+  explicit Secret(std::string&& value) noexcept : value_(std::move(value)) { wipe_string(value); }
   Secret(const Secret&) = delete;
   Secret& operator=(const Secret&) = delete;
   Secret(Secret&& other) noexcept : value_(std::move(other.value_)) { other.wipe(); }

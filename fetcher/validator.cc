@@ -41,6 +41,8 @@
 
 #include "fetcher/validator.h"
 
+#include <functional>
+#include <memory>
 #include <new>
 #include <set>
 #include <string>
@@ -76,13 +78,14 @@ struct ByteCheck {
 // Checks that `text` is well-formed UTF-8 (as Python's strict utf-8 codec decodes it: no
 // overlong forms, no surrogates, nothing above U+10FFFF) without unwanted control characters.
 // With `allow_truncated_tail`, a sequence cut short by the end of the text is not an error.
-ByteCheck check_bytes(string_view text, bool allow_truncated_tail) {
+// Checking starts at `from` (the bytes before it passed already).
+ByteCheck check_bytes(string_view text, size_t from, bool allow_truncated_tail) {
   ByteCheck r;
-  if (text.size() >= 3 && byte(text, 0) == 0xEF && byte(text, 1) == 0xBB && byte(text, 2) == 0xBF) {
+  if (from == 0 && text.size() >= 3 && byte(text, 0) == 0xEF && byte(text, 1) == 0xBB && byte(text, 2) == 0xBF) {
     r.error = at_byte(0, "UTF-8 byte order mark (configparser does not skip it)");
     return r;
   }
-  size_t i = 0;
+  size_t i = from;
   while (i < text.size()) {
     const unsigned char c = byte(text, i);
     if (c < 0x80) {
@@ -232,28 +235,58 @@ Line classify(string_view raw) {
 // The parser state of configparser._read, plus what the plausibility rules need.
 class Parser {
  public:
-  // Judges one line. A complete line is judged fully; an incomplete one (the last line of a
-  // prefix, more bytes may follow) only fails when no continuation of it can be valid.
-  // Returns an error reason, or an empty string.
-  std::string feed(string_view raw, size_t lineno, bool complete) {
+  // What changes from line to line (the sets of names seen only grow).
+  struct Scalars {
+    bool in_section = false;
+    bool in_option = false;  // configparser's `optname` is set: continuation lines may follow
+    bool nested = false;     // the current option's value started empty
+    bool saw_header = false;
+    bool saw_text = false;  // a line that is not blank
+    size_t indent_level = 0;
+    std::string section;
+  };
+
+  // Judges one line and takes it in. A complete line is judged fully; an incomplete one (the
+  // last line of a prefix, more bytes may follow) only fails when no continuation of it can be
+  // valid. Returns an error reason, or an empty string.
+  std::string feed(string_view raw, size_t lineno, bool complete) { return judge(raw, lineno, complete, s_, false); }
+
+  // Judges the last line of the text without taking it in (it may still grow): the state it
+  // would leave goes to `after`.
+  std::string peek(string_view raw, size_t lineno, bool complete, Scalars& after) const {
+    after = s_;
+    return judge(raw, lineno, complete, after, true);
+  }
+
+  // The rules that can only be judged on the whole text.
+  static std::string finish(const Scalars& st) {
+    if (!st.saw_text) return "empty body";
+    if (!st.saw_header) return "no [section] header";
+    return {};
+  }
+  const Scalars& scalars() const { return s_; }
+
+ private:
+  // The state is `st`; with `dry`, the sets of names are only looked at, not added to.
+  std::string judge(string_view raw, size_t lineno, bool complete, Scalars& st, bool dry) const {
     const Line line = classify(raw);
-    if (line.kind != Line::Kind::blank) saw_text_ = true;
+    if (line.kind != Line::Kind::blank) st.saw_text = true;
     if (line.kind != Line::Kind::content) return {};
     const string_view body = line.body;
 
-    if (in_section_ && in_option_ && line.indent > indent_level_) {
-      return nested_ ? check_nested(body, lineno, complete) : std::string();
+    if (st.in_section && st.in_option && line.indent > st.indent_level) {
+      return st.nested ? check_nested(body, lineno, complete) : std::string();
     }
-    indent_level_ = line.indent;
+    st.indent_level = line.indent;
 
     if (body.front() == '[') {
       if (!complete) return {};  // "[x" can always still become a new section header
       const size_t close = body.rfind(']');
-      if (close != string_view::npos && close >= 2) return section(body.substr(1, close - 1), lineno);
+      if (close != string_view::npos && close >= 2) return section(body.substr(1, close - 1), lineno, st, dry);
     }
 
     const size_t delim = body.find_first_of("=:");
-    if (!in_section_) {
+    if (!st.in_section) {
       return at_line(lineno, delim == string_view::npos
                                  ? "not a [section] header (none before this line)"
                                  : "option line outside any section");
@@ -269,33 +302,28 @@ class Parser {
     for (char& ch : name) {
       if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
     }
-    if (!options_.emplace(section_, std::move(name)).second) {
+    auto key = std::make_pair(st.section, std::move(name));
+    if (dry ? options_.contains(key) : !options_.insert(std::move(key)).second) {
       return at_line(lineno, "duplicate option in section");
     }
-    in_option_ = true;
+    st.in_option = true;
     const string_view value = body.substr(delim + 1);
-    nested_ = is_blank(value);
+    st.nested = is_blank(value);
     return {};
   }
 
-  // The rules that can only be judged on the whole text.
-  std::string finish() const {
-    if (!saw_text_) return "empty body";
-    if (!saw_header_) return "no [section] header";
-    return {};
-  }
-
- private:
-  std::string section(string_view header, size_t lineno) {
+  std::string section(string_view header, size_t lineno, Scalars& st, bool dry) const {
     if (header == "DEFAULT") {
-      section_ = "DEFAULT";  // may repeat; its options still may not
+      st.section = "DEFAULT";  // may repeat; its options still may not
     } else {
-      if (!sections_.emplace(header).second) return at_line(lineno, "duplicate section");
-      section_ = std::string(header);
+      if (dry ? sections_.contains(header) : !sections_.emplace(header).second) {
+        return at_line(lineno, "duplicate section");
+      }
+      st.section = std::string(header);
     }
-    in_section_ = true;
-    saw_header_ = true;
-    in_option_ = false;
+    st.in_section = true;
+    st.saw_header = true;
+    st.in_option = false;
     return {};
   }
 
@@ -318,53 +346,105 @@ class Parser {
     }
   }
 
-  bool in_section_ = false;
-  bool in_option_ = false;  // configparser's `optname` is set: continuation lines may follow
-  bool nested_ = false;     // the current option's value started empty
-  bool saw_header_ = false;
-  bool saw_text_ = false;  // a line that is not blank
-  size_t indent_level_ = 0;
-  std::string section_;
-  std::set<std::string> sections_;                         // DEFAULT is not in here
-  std::set<std::pair<std::string, std::string>> options_;  // (section, lower-cased name)
+  Scalars s_;
+  // Grown by feed() only; judge() is const for peek() and mutates these through feed().
+  mutable std::set<std::string, std::less<>> sections_;           // DEFAULT is not in here
+  mutable std::set<std::pair<std::string, std::string>> options_;  // (section, lower-cased name)
 };
 
-// The one pass shared by validate_config (whole = true) and validate_config_prefix.
-Validation run(string_view text, bool whole) {
-  if (text.size() > kMaxConfigBytes) return Validation::fail("larger than 1 MiB");
+}  // namespace
 
-  const ByteCheck bytes = check_bytes(text, !whole);
-  if (!bytes.error.empty()) return Validation::fail(bytes.error);
-  // In a prefix, characters cut short by the end are left out: the last line stays incomplete.
-  const string_view usable = text.substr(0, bytes.usable);
-
+// The state of one pass over a growing text: the bytes checked so far, the parser after the
+// last complete line, and where the incomplete last line starts.
+struct ConfigChecker::State {
   Parser parser;
-  size_t lineno = 0;
-  size_t pos = 0;
-  while (pos < usable.size()) {
-    ++lineno;
-    const size_t eol = usable.find_first_of("\r\n", pos);
-    if (eol == string_view::npos) {
-      // The last line has no line ending: complete only if this is the whole text. (A lone
-      // \r at the end of a prefix does end its line: a following \n only joins it to \r\n.)
-      const bool complete = whole;
-      const string_view raw = usable.substr(pos);
-      if (std::string error = parser.feed(raw, lineno, complete); !error.empty()) {
-        return Validation::fail(std::move(error));
-      }
-      break;
+  size_t checked = 0;     // bytes that passed check_bytes (complete characters only)
+  size_t line_start = 0;  // where the incomplete last line starts
+  size_t lineno = 0;      // complete lines taken in
+  bool skip_lf = false;   // the last complete line ended with a \r at the end of the text: a
+                          // following \n only joins it to \r\n
+  size_t seen = 0;
+  std::string error;  // sticky: a text that failed stays failed whatever is appended
+};
+
+ConfigChecker::ConfigChecker() : s_(std::make_unique<State>()) {}
+ConfigChecker::~ConfigChecker() = default;
+ConfigChecker::ConfigChecker(ConfigChecker&&) noexcept = default;
+ConfigChecker& ConfigChecker::operator=(ConfigChecker&&) noexcept = default;
+
+void ConfigChecker::reset() { s_ = std::make_unique<State>(); }
+
+std::size_t ConfigChecker::seen() const { return s_->seen; }
+
+Validation ConfigChecker::append(std::string_view text) {
+  State& s = *s_;
+  if (!s.error.empty()) return Validation::fail(s.error);
+  s.seen = text.size();
+  if (text.size() > kMaxConfigBytes) {
+    s.error = "larger than 1 MiB";
+    return Validation::fail(s.error);
+  }
+  const ByteCheck bytes = check_bytes(text, s.checked, true);
+  if (!bytes.error.empty()) {
+    s.error = bytes.error;
+    return Validation::fail(s.error);
+  }
+  s.checked = bytes.usable;
+  // Characters cut short by the end are left out: the last line stays incomplete.
+  const string_view usable = text.substr(0, s.checked);
+  if (s.skip_lf && s.line_start < usable.size()) {
+    if (usable[s.line_start] == '\n') ++s.line_start;
+    s.skip_lf = false;
+  }
+  for (size_t eol = usable.find_first_of("\r\n", s.line_start); eol != string_view::npos;
+       eol = usable.find_first_of("\r\n", s.line_start)) {
+    if (std::string error = s.parser.feed(usable.substr(s.line_start, eol - s.line_start), ++s.lineno, true);
+        !error.empty()) {
+      s.error = std::move(error);
+      return Validation::fail(s.error);
     }
-    const string_view raw = usable.substr(pos, eol - pos);
-    if (std::string error = parser.feed(raw, lineno, true); !error.empty()) {
+    s.line_start = eol + 1;
+    if (usable[eol] == '\r') {
+      if (s.line_start == usable.size()) {
+        s.skip_lf = true;
+      } else if (usable[s.line_start] == '\n') {
+        ++s.line_start;
+      }
+    }
+  }
+  if (s.line_start < usable.size()) {
+    Parser::Scalars after;
+    if (std::string error = s.parser.peek(usable.substr(s.line_start), s.lineno + 1, false, after); !error.empty()) {
       return Validation::fail(std::move(error));
     }
-    pos = eol + 1;
-    if (usable[eol] == '\r' && pos < usable.size() && usable[pos] == '\n') ++pos;
-  }
-  if (whole) {
-    if (std::string error = parser.finish(); !error.empty()) return Validation::fail(std::move(error));
   }
   return Validation::pass();
+}
+
+Validation ConfigChecker::complete(std::string_view text) const {
+  const State& s = *s_;
+  if (!s.error.empty()) return Validation::fail(s.error);
+  if (s.checked < text.size()) {
+    return Validation::fail("invalid UTF-8 at byte " + std::to_string(s.checked + 1) + " (truncated sequence)");
+  }
+  Parser::Scalars after = s.parser.scalars();
+  if (s.line_start < text.size()) {
+    if (std::string error = s.parser.peek(text.substr(s.line_start), s.lineno + 1, true, after); !error.empty()) {
+      return Validation::fail(std::move(error));
+    }
+  }
+  if (std::string error = Parser::finish(after); !error.empty()) return Validation::fail(std::move(error));
+  return Validation::pass();
+}
+
+namespace {
+
+// One pass over the whole text: the same code as a writer's growing text.
+Validation run(string_view text, bool whole) {
+  ConfigChecker checker;
+  Validation v = checker.append(text);
+  if (!v || !whole) return v;
+  return checker.complete(text);
 }
 
 Validation run_noexcept(string_view text, bool whole) noexcept {

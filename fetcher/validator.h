@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,30 @@ struct Validation {
   explicit operator bool() const { return ok; }
   static Validation pass() { return {}; }
   static Validation fail(std::string why) { return {false, std::move(why)}; }
+};
+
+// The same judgement for a text that grows by appends (a writer's text arriving in several
+// write()s), in time proportional to the bytes appended plus the length of the last line: a
+// text written in many pieces costs O(its size), not O(size^2).
+class ConfigChecker {
+ public:
+  ConfigChecker();
+  ~ConfigChecker();
+  ConfigChecker(ConfigChecker&&) noexcept;
+  ConfigChecker& operator=(ConfigChecker&&) noexcept;
+
+  // As validate_config_prefix(text). `text` must begin with the text given to the last call
+  // (its first seen() bytes unchanged); after any other change, reset() first.
+  Validation append(std::string_view text);
+  // As validate_config(text), for the text given to the last append().
+  Validation complete(std::string_view text) const;
+  // The size of the text given to the last append() (0 after reset()).
+  std::size_t seen() const;
+  void reset();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 // Is `text` a whole, plausible AWS config file?

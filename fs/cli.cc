@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -15,6 +16,7 @@
 #include "fetcher/fetcher.h"
 #include "fetcher/log.h"
 #include "fetcher/options.h"
+#include "fetcher/text.h"
 #include "fs/exit_codes.h"
 #include "fs/mount.h"
 
@@ -207,12 +209,25 @@ int run_cli(int argc, char** argv) {
     mount_args.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
     mount_args.uid = uid;
     mount_args.gid = gid;
-    if (!std::isfinite(mount_args.refresh_interval_seconds) || mount_args.refresh_interval_seconds < 0) {
-      throw UsageError("--refresh-interval must be 0 (never) or a number of seconds");
+    // Bounded so the interval fits the clock's range (nanoseconds in 64 bits: 292 years).
+    constexpr double kMaxRefreshSeconds = 30 * 24 * 3600;
+    if (!std::isfinite(mount_args.refresh_interval_seconds) || mount_args.refresh_interval_seconds < 0 ||
+        mount_args.refresh_interval_seconds > kMaxRefreshSeconds) {
+      throw UsageError("--refresh-interval must be 0 (never) or a number of seconds up to 2592000 (30 days)");
     }
-    if (mount_args.file_name.empty() || mount_args.file_name.find('/') != std::string::npos ||
-        mount_args.file_name == "." || mount_args.file_name == ".." || mount_args.file_name == ".status") {
-      throw UsageError("--file must be a plain file name other than .status, not '" + mount_args.file_name + "'");
+    const std::string& file = mount_args.file_name;
+    if (file.empty() || file.find('/') != std::string::npos || file == "." || file == ".." || file == ".status") {
+      throw UsageError("--file must be a plain file name other than .status, not '" + printable(file) + "'");
+    }
+    // The name is shown in .status (JSON, UTF-8 only) and in logs, and AWS_CONFIG_FILE names it:
+    // a name that is not UTF-8 is refused rather than shown mangled. Longer than NAME_MAX, no
+    // lookup could ever reach it.
+    if (const auto at = invalid_utf8_at(file)) {
+      throw UsageError("Cannot use the file name given by --file: not valid UTF-8 (byte " + std::to_string(*at + 1) +
+                       ")");
+    }
+    if (file.size() > NAME_MAX) {
+      throw UsageError("Cannot use the file name given by --file: longer than " + std::to_string(NAME_MAX) + " bytes");
     }
     return run_mount(options, mount_args);
   } catch (const UsageError& e) {

@@ -2,6 +2,9 @@
 // exactly one reply each. It owns only FUSE bookkeeping: inode numbers, the kernel's lookup
 // counts, and when to tell the kernel that a version changed. See docs/THREADING.md.
 //
+// Kernel notifications never run in a request handler: they are queued for the notifier thread
+// (see docs/THREADING.md, "Kernel notifications").
+//
 // Inodes: 1 the root, 2 ".status", kFirstVersionIno + v for version v of the file. Each
 // version has its own inode, like a file replaced by rename(2): descriptors keep the version
 // they opened; a new lookup gets the newest one. Version 1's inode exists before any content
@@ -14,8 +17,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -37,7 +41,11 @@ class FuseFs {
  public:
   static constexpr fuse_ino_t kStatusIno = 2;
   static constexpr fuse_ino_t kFirstVersionIno = 16;  // + version
-  static constexpr std::uint64_t kFreshStatusFh = 1;   // .status opened with direct_io
+  // The longest time a WRITE or FLUSH that replaced the content waits for the notifier to
+  // drop the directory entry (so that the writer's next open finds the new version). Bounded:
+  // the notifier may wait for the directory lock, held by a process that waits for this very
+  // writer (rm, mv); that process proceeds once the WRITE is answered.
+  static constexpr std::chrono::milliseconds kEntryWait{100};
 
   FuseFs(ConfigService& service, FsOptions options);
   FuseFs(const FuseFs&) = delete;
@@ -55,8 +63,12 @@ class FuseFs {
   // warm path adds none, and reading .status adds none).
   void count_request() { requests_.fetch_add(1, std::memory_order_relaxed); }
 
-  // ConfigService's content listener: drops the kernel's view of the old version.
-  void on_new_version(const ContentPtr& now, const ContentPtr& before);
+  // ConfigService's content listener: pins the old version for its open descriptors and
+  // queues the kernel notifications (never sends them itself).
+  void on_new_version(const ContentPtr& now, const ContentPtr& before) noexcept;
+  // ConfigService's discard listener: written bytes were not published; the kernel's page cache
+  // may hold them, so it is dropped for every version inode (from the notifier thread).
+  void on_discarded_write() noexcept;
 
  private:
   struct VersionInode {
@@ -72,16 +84,22 @@ class FuseFs {
   void do_getattr(fuse_req_t req, fuse_ino_t ino);
   void do_setattr(fuse_req_t req, fuse_ino_t ino, const struct stat* attr, int to_set);
   void do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
-  void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool fresh);
+  void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, std::uint64_t fh);
   void do_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off);
   void do_flush(fuse_req_t req, fuse_ino_t ino);
+  void do_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+  void do_refuse(fuse_req_t req);  // namespace operations: EPERM (EROFS when read-only)
 
   struct stat attr_of(fuse_ino_t ino, double* timeout);
   ContentPtr content_of(fuse_ino_t ino);
   std::string render_status();
   void refresh_status_locked();  // renders .status; a new mtime only when the text changed
-  void invalidator_loop(std::stop_token stop);
+  void notifier_loop(std::stop_token stop);
+  // Queues notifications; returns their ticket (done once notified_ reaches it).
+  std::uint64_t queue_notices(bool entry, bool drop_old_pages, bool drop_all_pages);
+  // Waits (at most `limit`) until the directory entry drop of `ticket` was sent.
+  bool await_notices(std::uint64_t ticket, std::chrono::milliseconds limit);
   static bool is_version(fuse_ino_t ino) { return ino >= kFirstVersionIno; }
   static fuse_ino_t ino_of(std::uint64_t version) { return kFirstVersionIno + version; }
 
@@ -96,15 +114,30 @@ class FuseFs {
   // Lock order: mu_ before the service's lock (render_status holds mu_ and asks the service).
   std::mutex mu_;
   std::map<std::uint64_t, VersionInode> versions_;  // guarded by mu_
-  std::string status_text_;                         // guarded by mu_: last rendered .status
+  // .status read through the page cache (once opens no longer reach us): the last rendering,
+  // padded with spaces to status_size_ (a multiple of 4096 that never shrinks), so that the
+  // size the kernel knows is the size of every rendering.
+  std::string status_text_;                         // guarded by mu_
+  std::size_t status_size_ = 0;                     // guarded by mu_
   timespec status_mtime_{};                         // guarded by mu_: when status_text_ changed
+  // .status opened with direct_io: one rendering per open file handle, re-rendered only by a
+  // read at offset 0 of that handle, freed at release.
+  std::map<std::uint64_t, std::string> status_handles_;  // guarded by mu_
+  std::uint64_t next_status_fh_ = 1;                     // guarded by mu_
 
-  // Old versions' cached pages are dropped from this thread: the kernel may hold their page
-  // locks while it waits for the very request (a WRITE) that published the new version.
-  std::mutex inval_mu_;
-  std::condition_variable_any inval_cv_;
-  std::deque<fuse_ino_t> inval_queue_;  // guarded by inval_mu_
-  std::jthread invalidator_;
+  // Every kernel notification is sent from the notifier thread, never from a request handler:
+  // the kernel may hold a lock the notification needs (the directory's for an entry, a page's
+  // for an inode) while it waits for the very request being handled. Pending work is coalesced.
+  std::mutex notify_mu_;
+  std::condition_variable_any notify_cv_;
+  bool entry_pending_ = false;         // guarded by notify_mu_: drop the file's directory entry
+  bool drop_old_pending_ = false;      // guarded by notify_mu_: pages of non-current versions
+  bool drop_all_pending_ = false;      // guarded by notify_mu_: pages of every version inode
+  std::uint64_t notices_queued_ = 0;   // guarded by notify_mu_: tickets issued
+  std::uint64_t notices_sent_ = 0;     // guarded by notify_mu_: tickets done
+  std::uint64_t entry_sent_ = 0;       // guarded by notify_mu_: tickets whose entry drop is done
+  std::atomic<bool> warned_pid0_{false};
+  std::jthread notifier_;
 };
 
 }  // namespace irsafs

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -132,6 +133,12 @@ struct ArgsHolder {
 }  // namespace
 
 int run_mount(const ResolvedOptions& options, const MountArgs& args) {
+  // The kernel never looks up a longer name: the file would be listed but could not be opened.
+  if (args.file_name.size() > NAME_MAX) {
+    spdlog::error("Cannot use --file: the name is {} bytes long, a file name has at most {} bytes",
+                  args.file_name.size(), NAME_MAX);
+    return kExitUsage;
+  }
   // SIGHUP means "refresh" from the moment the mount exists: blocked in every thread from now
   // on, and taken by the thread that waits for it.
   sigset_t hup;
@@ -217,6 +224,7 @@ int run_mount(const ResolvedOptions& options, const MountArgs& args) {
   Ticker ticker(service);
   service.set_wake_hook([&ticker] { ticker.wake(); });
   service.set_content_listener([&fs](const ContentPtr& now, const ContentPtr& before) { fs.on_new_version(now, before); });
+  service.set_discard_listener([&fs] { fs.on_discarded_write(); });
   fs.attach(se.get());
   fetch_thread.start();
   ticker.start();

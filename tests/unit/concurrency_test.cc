@@ -4,6 +4,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -157,6 +161,98 @@ TEST(Concurrency, ShutdownWithWaitersAndAFetchInFlightEndsCleanly) {
     rig.service->shutdown();  // every waiter is answered, now or by the fetch
     for (auto& r : readers) r.join();
   }
+}
+
+// Issue 9, item 4: FetchThread::cancel() ends a fetch that is sleeping between retries (the
+// service cancels it when a written text makes it useless); the fetch reports as cancelled.
+class FailingTransport final : public Transport {
+ public:
+  HttpResponse perform(const HttpRequest& r, std::stop_token) override {
+    HttpResponse out;
+    out.outcome = HttpResponse::Outcome::kCompleted;
+    out.status = r.method == HttpRequest::Method::kGet ? 200 : 503;
+    out.body = r.method == HttpRequest::Method::kGet ? "token" : "busy";
+    if (r.method == HttpRequest::Method::kPost) {
+      std::lock_guard lock(mu);
+      ++posts;
+      cv.notify_all();
+    }
+    return out;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int posts = 0;
+};
+
+struct Done {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<FetchResult> result;
+  std::function<void(FetchResult)> callback() {
+    return [this](FetchResult r) {
+      std::lock_guard lock(mu);
+      result = std::move(r);
+      cv.notify_all();
+    };
+  }
+  bool wait(std::chrono::seconds limit) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, limit, [this] { return result.has_value(); });
+  }
+};
+
+TEST(Concurrency, ACancelledFetchStopsRetrying) {
+  FailingTransport transport;
+  SystemClock clock;
+  SystemRandom random;
+  FetchSettings fs;
+  fs.endpoint = "https://irsa/x";
+  fs.token_url = "http://token";
+  fs.run_id = "r";
+  fs.deadline = std::chrono::seconds(600);
+  fs.retry.base = std::chrono::seconds(100);  // asleep between attempts until cancelled
+  fs.retry.growth = 1.0;
+  Fetcher fetcher(fs, transport, clock, random);
+  FetchThread thread(fetcher);
+  thread.start();
+  Done first, queued;
+  thread.launch(first.callback());
+  {
+    std::unique_lock lock(transport.mu);
+    ASSERT_TRUE(transport.cv.wait_for(lock, std::chrono::seconds(30), [&] { return transport.posts >= 1; }));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  thread.cancel();
+  ASSERT_TRUE(first.wait(std::chrono::seconds(30))) << "the fetch did not end after cancel()";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  EXPECT_TRUE(first.result->cancelled);
+  EXPECT_EQ(transport.posts, 1);
+  // The thread goes on: a later launch runs (and is stopped with the thread).
+  thread.launch(queued.callback());
+  thread.stop();
+  ASSERT_TRUE(queued.wait(std::chrono::seconds(30)));
+  EXPECT_TRUE(queued.result->cancelled);
+}
+
+// Issue 9, item 6: an exception in a fetch (the JSON of a bad run id threw type_error 316)
+// ended the daemon from the fetch thread. It now fails that fetch with the reason.
+TEST(Concurrency, AnExceptionInAFetchAbortsTheDaemon) {
+  FailingTransport transport;
+  SystemClock clock;
+  SystemRandom random;
+  FetchSettings fs;
+  fs.endpoint = "https://irsa/x";
+  fs.token_url = "http://token";
+  fs.run_id = "run-\xff";  // resolve_options refuses this; here it reaches the fetch
+  Fetcher fetcher(fs, transport, clock, random);
+  FetchThread thread(fetcher);
+  thread.start();
+  Done done;
+  thread.launch(done.callback());
+  ASSERT_TRUE(done.wait(std::chrono::seconds(30)));
+  EXPECT_FALSE(done.result->ok);
+  EXPECT_NE(done.result->error.find("internal error"), std::string::npos) << done.result->error;
+  thread.stop();
 }
 
 }  // namespace

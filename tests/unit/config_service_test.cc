@@ -389,5 +389,251 @@ TEST_F(ServiceTest, StatusNeverHoldsTheContent) {
   EXPECT_EQ(svc->status().dump().find("SUPERSECRET"), std::string::npos);
 }
 
+// --- issue 9 -----------------------------------------------------------------------------
+
+// The ticker's invariant: right after tick(), nothing it could do is due, so the next wake-up is
+// strictly in the future (or there is none). A time in the past makes it spin a core.
+#define EXPECT_TICKER_SLEEPS()                                                              \
+  do {                                                                                      \
+    svc->tick();                                                                            \
+    const auto wake = svc->next_wakeup();                                                   \
+    EXPECT_TRUE(!wake || *wake > clock.now())                                               \
+        << "next_wakeup() is " << std::chrono::duration<double>(*wake - clock.now()).count() \
+        << " s from now: the ticker would spin";                                            \
+  } while (0)
+
+// Item 3: after a failure, a read past the hold-off starts a fetch; the end of the hold-off
+// (now past) was still offered while that fetch ran.
+TEST_F(ServiceTest, TickerSpinsOnAPastHoldOffWhileAFetchRuns) {
+  read(1);
+  launcher.fail("HTTP 500");
+  EXPECT_TICKER_SLEEPS();
+  clock.advance(seconds(2));  // past the hold-off
+  read(2);
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  EXPECT_TICKER_SLEEPS();
+  clock.advance(seconds(3));
+  EXPECT_TICKER_SLEEPS();
+  launcher.fail("HTTP 500");
+  EXPECT_TICKER_SLEEPS();
+}
+
+// Item 3: a refresh falls due while a fetch (SIGHUP) runs: tick() does not start it, so
+// next_wakeup() must not offer it either.
+TEST_F(ServiceTest, TickerSpinsOnAPastRefreshWhileFetching) {
+  refresh_ = seconds(30);
+  make({});
+  read(1);
+  launcher.succeed(kV1);
+  clock.advance(seconds(29));
+  svc->refresh_now();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  clock.advance(seconds(5));  // the interval's refresh is due now, the SIGHUP one still runs
+  EXPECT_TICKER_SLEEPS();
+  EXPECT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV1);
+  EXPECT_TICKER_SLEEPS();
+  EXPECT_TRUE(launcher.pending.empty());
+}
+
+// Item 3: the same invariant through the failure paths of a refresh and a waiting reader whose
+// deadline has passed while the fetch that covers it still runs.
+TEST_F(ServiceTest, TickerSleepsInEveryStateOfAFailingRefresh) {
+  refresh_ = seconds(2);
+  make({});
+  read(1);
+  launcher.succeed(kV1);
+  for (int i = 0; i < 5; ++i) {
+    clock.advance(seconds(3));
+    EXPECT_TICKER_SLEEPS();
+    ASSERT_EQ(launcher.pending.size(), 1u);
+    clock.advance(seconds(1));
+    EXPECT_TICKER_SLEEPS();
+    launcher.fail("HTTP 500");
+    EXPECT_TICKER_SLEEPS();
+  }
+}
+
+// Item 4: a text written while a fetch runs: the fetch is cancelled, and its failure (it may end
+// before the cancel reaches it) does not schedule a refresh.
+TEST_F(ServiceTest, ASeededMountKeepsCallingIrsaSvcAfterARefreshFailure) {
+  refresh_ = seconds(2);
+  make({});
+  read(1);
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  EXPECT_EQ(svc->write(9, 0, kV2), 0);
+  EXPECT_EQ(svc->flush(9), 0);
+  EXPECT_EQ(svc->current()->source, ContentSource::kWrite);
+  EXPECT_EQ(launcher.cancels, 1) << "the running fetch must be cancelled";
+  launcher.fail("HTTP 500", 3);  // ended before the cancel took effect
+  EXPECT_EQ(svc->status()["next_refresh_at"], nullptr);
+  for (int i = 0; i < 20; ++i) {
+    clock.advance(seconds(1));
+    svc->tick();
+  }
+  EXPECT_TRUE(launcher.pending.empty()) << "irsa-svc called again for a written mount";
+  EXPECT_EQ(svc->current()->bytes, kV2);
+  const auto st = svc->status();
+  EXPECT_EQ(st["failures"], 0);
+  EXPECT_EQ(st["last_error"], nullptr);
+}
+
+// Item 4: also a refresh (of fetched content) running when a different text is written.
+TEST_F(ServiceTest, AWriteCancelsTheRefreshRunningWhenItIsPublished) {
+  refresh_ = seconds(2);
+  make({});
+  read(1);
+  launcher.succeed(kV1);
+  clock.advance(seconds(2));
+  svc->tick();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  EXPECT_EQ(svc->write(9, 0, kV2), 0);  // over served content: published at once
+  EXPECT_EQ(svc->current()->source, ContentSource::kWrite);
+  EXPECT_EQ(launcher.cancels, 1);
+  launcher.cancelled();
+  for (int i = 0; i < 20; ++i) {
+    clock.advance(seconds(1));
+    svc->tick();
+  }
+  EXPECT_TRUE(launcher.pending.empty());
+  EXPECT_EQ(svc->status()["last_error"], nullptr);
+}
+
+// Item 5: an error text that is not UTF-8 (cut inside a character, or raw bytes) must not
+// break .status: nlohmann's dump throws type_error 316 on it.
+TEST_F(ServiceTest, StatusFailsAfterAnErrorThatIsNotUtf8) {
+  read(1);
+  launcher.fail("HTTP 500: " + std::string(119, 'E') + "\xC3");
+  EXPECT_NO_THROW(svc->status().dump());
+  EXPECT_THAT(svc->status()["last_error"].get<std::string>(), HasSubstr("EEEE"));
+  clock.advance(seconds(5));
+  read(2);
+  launcher.fail("HTTP 500: \xff\xfe binary");
+  EXPECT_NO_THROW(svc->status().dump());
+}
+
+// Item 8: a truncate is a write session like any other; it must wake the ticker so that the
+// session is committed once quiet.
+TEST_F(ServiceTest, ATruncateDoesNotWakeTheTicker) {
+  int wakes = 0;
+  svc->set_wake_hook([&wakes] { ++wakes; });
+  read(1);
+  launcher.succeed(kV2);
+  wakes = 0;
+  const std::string prefix = std::string(kV2).substr(0, std::string(kV1).size());
+  ASSERT_EQ(prefix, kV1);
+  EXPECT_EQ(svc->truncate(4, prefix.size()), 0);
+  EXPECT_GE(wakes, 1) << "the ticker sleeps on while a session waits to be committed";
+  const auto wake = svc->next_wakeup();
+  ASSERT_TRUE(wake);
+  clock.advance(*wake - clock.now());
+  svc->tick();
+  EXPECT_EQ(svc->current()->bytes, kV1);  // the prefix, published once quiet
+  EXPECT_EQ(svc->status()["writes"]["pending"], 0);
+}
+
+// Item 8: O_RDONLY|O_TRUNC reaches the service as a truncate to 0 with no write after it. That
+// is not a rejected write, and it changes nothing.
+TEST_F(ServiceTest, AnOpenWithOTruncAndNoWriteIsCountedAsARejectedWrite) {
+  read(1);
+  launcher.succeed(kV1);
+  EXPECT_EQ(svc->truncate(4, 0), 0);
+  clock.advance(milliseconds(100));
+  svc->tick();
+  auto st = svc->status();
+  EXPECT_EQ(st["writes"]["pending"], 0);
+  EXPECT_EQ(st["writes"]["rejected"], 0);
+  EXPECT_EQ(st["last_error"], nullptr);
+  EXPECT_EQ(st["state"], "ready");
+  EXPECT_EQ(svc->current()->bytes, kV1);
+  // Also when the close still sends FLUSH.
+  EXPECT_EQ(svc->truncate(5, 0), 0);
+  EXPECT_EQ(svc->flush(5), 0);
+  EXPECT_EQ(svc->status()["writes"]["rejected"], 0);
+  // A writer that did write an empty text... is still refused when its text is invalid.
+  EXPECT_EQ(svc->truncate(6, 0), 0);
+  EXPECT_EQ(svc->write(6, 0, "[profile a]\njunk"), 0);
+  EXPECT_EQ(svc->flush(6), EINVAL);
+  EXPECT_EQ(svc->status()["writes"]["rejected"], 1);
+}
+
+// Item 8: a fresh mount whose reader waits on a writer that truncated and wrote nothing falls
+// back to a fetch.
+TEST_F(ServiceTest, AnEmptyTruncateSessionDoesNotHoldAWaitingReader) {
+  svc->truncate(4, 0);
+  read(1);
+  EXPECT_TRUE(launcher.pending.empty());  // waits for the writer first
+  clock.advance(milliseconds(100));
+  svc->tick();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV1);
+  EXPECT_EQ(outcomes[1].content->bytes, kV1);
+}
+
+// A config of about `bytes`, many profiles.
+std::string big_config(std::size_t bytes, const std::string& tag) {
+  std::string text;
+  for (int i = 0; text.size() < bytes; ++i) {
+    text += "[profile " + tag + "-" + std::to_string(i) + "]\nrole_arn = arn:aws:iam::111111111111:role/" + tag +
+            "-" + std::to_string(i) + "\nregion = us-east-1\n\n";
+  }
+  return text;
+}
+
+// Item 12: a 1 MiB text written in 4 KiB pieces over served content. Every write re-validated
+// the whole text under the lock (quadratic: 12 s in the daemon), and each valid-looking piece
+// was published (81 versions). Now: linear, and published whole, once.
+TEST_F(ServiceTest, QuadraticValidationOfAWriteSessionUnderTheLock) {
+  read(1);
+  launcher.succeed(kV1);
+  const std::string text = big_config(kMaxConfigBytes - 5000, "big");
+  ASSERT_NE(text.size() % 4096, 0u);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(svc->truncate(7, 0), 0);
+  for (std::size_t off = 0; off < text.size(); off += 4096) {
+    ASSERT_EQ(svc->write(7, off, std::string_view(text).substr(off, 4096)), 0) << off;
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(svc->current());
+  EXPECT_EQ(svc->current()->bytes, text) << "the last (short) piece publishes the whole text";
+  EXPECT_EQ(svc->current()->version, 2u) << "intermediate versions were published";
+  clock.advance(milliseconds(100));
+  svc->tick();
+  EXPECT_EQ(svc->current()->version, 2u);
+  EXPECT_EQ(svc->status()["writes"]["committed"], 1);
+  // O(size): a few milliseconds; quadratic took seconds. Generous for sanitizers.
+  EXPECT_LT(took, 2.0) << "256 writes of 4 KiB took " << took << " s";
+}
+
+// Item 12: pieces that are not whole pages (a writer writing line by line): a different text
+// is published again only once it has doubled, so O(log n) versions, and whole at the end.
+TEST_F(ServiceTest, ATextWrittenLineByLineIsPublishedAFewTimesNotAtEveryLine) {
+  read(1);
+  launcher.succeed(kV1);
+  const std::string text = big_config(200 * 1024, "line");
+  EXPECT_EQ(svc->truncate(7, 0), 0);
+  std::size_t off = 0;
+  while (off < text.size()) {
+    const std::size_t eol = text.find('\n', off) + 1;
+    ASSERT_EQ(svc->write(7, off, std::string_view(text).substr(off, eol - off)), 0);
+    off = eol;
+  }
+  EXPECT_LE(svc->current()->version, 20u);
+  clock.advance(milliseconds(100));
+  svc->tick();
+  EXPECT_EQ(svc->current()->bytes, text);
+  EXPECT_EQ(svc->status()["writes"]["committed"], 1);
+}
+
+// Item 12: a rewrite inside a session (not an append) is judged again whole.
+TEST_F(ServiceTest, AnOverwriteInsideASessionIsJudgedAgain) {
+  svc->write(3, 0, "[profile a]\nregion = x\n");
+  EXPECT_EQ(svc->write(3, 12, "junk line\n"), EINVAL);
+  svc->write(4, 0, "[profile a]\nregion = x\n");
+  EXPECT_EQ(svc->write(4, 0, "[profile b]"), 0);
+  EXPECT_EQ(svc->flush(4), 0);
+  EXPECT_EQ(svc->current()->bytes, "[profile b]\nregion = x\n");
+}
+
 }  // namespace
 }  // namespace irsafs

@@ -119,6 +119,9 @@ class ScriptedTransport final : public Transport {
 class ManualLauncher final : public FetchLauncher {
  public:
   void launch(std::function<void(FetchResult)> done) override { pending.push_back(std::move(done)); }
+  // Counted; the test then completes the fetch as it likes (a cancelled result, or one that
+  // ended first).
+  void cancel() override { ++cancels; }
 
   void succeed(std::string content, int requests = 1) {
     FetchResult r;
@@ -141,7 +144,16 @@ class ManualLauncher final : public FetchLauncher {
     done(std::move(r));
   }
 
+  void cancelled(int requests = 1) {
+    FetchResult r;
+    r.cancelled = true;
+    r.error = "fetch cancelled";
+    r.requests = requests;
+    complete(std::move(r));
+  }
+
   std::deque<std::function<void(FetchResult)>> pending;
+  int cancels = 0;
 };
 
 }  // namespace irsafs::testing

@@ -4,8 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+#include <sstream>
 
 #include "fakes.h"
+#include "fetcher/text.h"
 
 namespace irsafs {
 namespace {
@@ -215,6 +219,71 @@ TEST_F(FetcherTest, StopCancelsDuringBackoff) {
   FetchResult r = f.fetch(stop.get_token());
   EXPECT_FALSE(r.ok);
   EXPECT_TRUE(r.cancelled);
+}
+
+// --- issue 9 -----------------------------------------------------------------------------
+
+// Item 5: an error body cut at 120 bytes inside a character (119 x 'E' + 'é'), or holding bytes
+// that are not UTF-8, made an error text that .status could not render (JSON needs UTF-8).
+TEST_F(FetcherTest, StatusBreaksOnAnErrorBodyCutInsideACharacter) {
+  transport.token_script = {ScriptedTransport::status(500, std::string(119, 'E') + "\xC3\xA9 more")};
+  transport.post_script = {ScriptedTransport::status(500, "\xff\xfe\x80 raw \xC3 bytes\x01")};
+  FetchResult r = fetch();
+  ASSERT_TRUE(r.ok);  // both retried; the messages went to the log
+  transport.token_script = {};
+  transport.post_script = {};
+  for (const std::string& body : {std::string(119, 'E') + "\xC3\xA9", std::string(118, 'E') + "\xE2\x82\xAC",
+                                  std::string("\xff\xfe\x80 raw \xC3 bytes\x01"), std::string("\xed\xa0\x80")}) {
+    transport.post_script = {ScriptedTransport::status(403, body)};
+    r = fetch();
+    ASSERT_FALSE(r.ok);
+    EXPECT_EQ(invalid_utf8_at(r.error), std::nullopt) << ::testing::PrintToString(r.error);
+    EXPECT_NO_THROW(nlohmann::json({{"last_error", r.error}}).dump()) << ::testing::PrintToString(r.error);
+    EXPECT_THAT(r.error, HasSubstr("HTTP 403"));
+  }
+  transport.post_script = {ScriptedTransport::status(403, std::string(119, 'E') + "\xC3\xA9")};
+  r = fetch();
+  EXPECT_THAT(r.error, HasSubstr(std::string(119, 'E') + "..."));  // cut before the 'é', marked
+}
+
+// Item 9: "Retry-After: 0" (or a date in the past) was taken as a zero delay: a retry storm.
+TEST_F(FetcherTest, RetryAfterZeroMakesARetryStorm) {
+  transport.latency = milliseconds(5);  // the storm ends at the deadline instead of never
+  for (const char* value : {"0", "Thu, 01 Jan 1970 00:00:00 GMT"}) {
+    transport.post_script = {};
+    for (int i = 0; i < 1000; ++i) transport.post_script.push_back(ScriptedTransport::status(503, "busy", value));
+    transport.post_calls = 0;
+    clock.sleeps.clear();
+    FetchSettings s = settings();
+    s.deadline = seconds(3);
+    Fetcher f(s, transport, clock, random);
+    FetchResult r = f.fetch();
+    EXPECT_FALSE(r.ok);
+    EXPECT_LE(r.requests, 4) << value;  // as without the header (backoff 0.75 s, 1.125 s, ...)
+    for (Duration d : clock.sleeps) EXPECT_GT(d, Duration::zero()) << value;
+    // It ran out of time: the Retry-After is not what ended it.
+    EXPECT_THAT(r.error, Not(HasSubstr("Retry-After"))) << value;
+    EXPECT_THAT(r.error, HasSubstr("no time left before the deadline")) << value;
+  }
+}
+
+// Item 10: the first line of an invalid 200 body was logged at debug; it may be a secret.
+TEST_F(FetcherTest, ConfigTextOfAnInvalidBodyIsLogged) {
+  std::ostringstream out;
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  logger->set_level(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+  transport.post_script = {ScriptedTransport::ok("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG\n[default]\n"),
+                           ScriptedTransport::ok("[default]\nregion = x\nAWS_SECRET = abc\njunk wJalrXUtnFEMI\n")};
+  FetchResult r = fetch();
+  spdlog::set_default_logger(previous);
+  ASSERT_TRUE(r.ok);
+  const std::string log = out.str();
+  EXPECT_THAT(log, HasSubstr("line 1"));  // the rule broken and where
+  EXPECT_THAT(log, Not(HasSubstr("wJalr")));
+  EXPECT_THAT(log, Not(HasSubstr("aws_secret_access_key")));
+  EXPECT_THAT(log, Not(HasSubstr("AWS_SECRET")));
 }
 
 }  // namespace

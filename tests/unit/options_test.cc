@@ -137,5 +137,41 @@ TEST_F(OptionsTest, CertificatesInTheDefaultDirectoryAreUsed) {
   EXPECT_THAT(o.ca_source, HasSubstr("irsa"));
 }
 
+// Issue 9, item 6: a run id or workload type that is not UTF-8 made the JSON request body throw
+// on the fetch thread (the daemon aborted). Refused at start, naming where it came from.
+TEST_F(OptionsTest, NonUtf8RunIdOrWorkloadTypeAbortsTheDaemon) {
+  auto expect_usage = [this](const CommonArgs& a, const std::string& names) {
+    try {
+      const ResolvedOptions o = resolve(a);
+      ADD_FAILURE() << "accepted; the request body would be: "
+                    << ::testing::PrintToString(o.fetch.run_id);
+    } catch (const UsageError& e) {
+      EXPECT_THAT(e.what(), HasSubstr(names));
+      EXPECT_THAT(e.what(), HasSubstr("not valid UTF-8"));
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line";
+    }
+  };
+  CommonArgs a;
+  a.run_id = "run-\xff";
+  expect_usage(a, "--run-id");
+  a.run_id.reset();
+  vars["DOMINO_RUN_ID"] = "run-\xc3";
+  expect_usage(a, "DOMINO_RUN_ID");
+  vars["DOMINO_RUN_ID"] = "run-\xc3\xa9";  // é: fine
+  EXPECT_EQ(resolve(a).fetch.run_id, "run-\xc3\xa9");
+  a.workload_type = "type-\xed\xa0\x80";  // a surrogate
+  expect_usage(a, "--workload-type");
+  a.workload_type.reset();
+  vars["POD_INFO_PATH"] = write("labels", "dominodatalab.com/irsa-workload-type=\"cluster-\\xff\"\n");
+  expect_usage(a, "dominodatalab.com/irsa-workload-type");
+  vars["POD_INFO_PATH"] = write("labels2", "dominodatalab.com/irsa-workload-type=\"cluster-\\u00e9\"\n");
+  EXPECT_EQ(resolve(a).fetch.workload_type, "cluster-\xc3\xa9");
+  a.endpoint = "https://irsa/\xff";
+  expect_usage(a, "--endpoint");
+  a.endpoint.reset();
+  a.token_url = "http://token/\xff";
+  expect_usage(a, "--token-url");
+}
+
 }  // namespace
 }  // namespace irsafs

@@ -246,5 +246,59 @@ TEST(Validator, ReasonsNeverQuoteTheText) {
   }
 }
 
+// Issue 9, item 12: a writer's text is judged as it grows (ConfigChecker). Fed byte by byte,
+// and cut in two at every point, it must reach the verdicts of one pass over the whole text.
+TEST_P(ValidatorTable, ByteByByteAppendsGiveTheSameVerdicts) {
+  const Case& c = GetParam();
+  const std::string text(c.text);
+  ConfigChecker checker;
+  for (std::size_t k = 0; k <= text.size(); ++k) {
+    const std::string_view prefix = std::string_view(text).substr(0, k);
+    const Validation piecewise = checker.append(prefix);
+    EXPECT_EQ(piecewise.ok, validate_config_prefix(prefix).ok) << "after " << k << " bytes";
+    if (!piecewise.ok) break;
+    const Validation whole = validate_config(prefix);
+    const Validation done = checker.complete(prefix);
+    EXPECT_EQ(done.ok, whole.ok) << "complete after " << k << " bytes";
+    EXPECT_EQ(done.reason, whole.reason) << "complete after " << k << " bytes";
+  }
+  for (std::size_t k = 0; k <= text.size(); ++k) {
+    ConfigChecker two;
+    if (!two.append(std::string_view(text).substr(0, k))) continue;
+    const Validation v = two.append(text);
+    EXPECT_EQ(v.ok, validate_config_prefix(text).ok) << "cut at " << k;
+    if (v) {
+      EXPECT_EQ(two.complete(text).reason, validate_config(text).reason) << "cut at " << k;
+      EXPECT_EQ(two.complete(text).ok, validate_config(text).ok) << "cut at " << k;
+    }
+  }
+}
+
+TEST(ConfigChecker, SplitsInsideCrLfCharactersAndOptionNames) {
+  // \r | \n across two appends is one line ending, as in one pass.
+  ConfigChecker a;
+  EXPECT_TRUE(a.append("[a]\r"));
+  EXPECT_TRUE(a.append("[a]\r\nk=1\r"));
+  EXPECT_TRUE(a.append("[a]\r\nk=1\r\nj=2\r\n"));
+  EXPECT_TRUE(a.complete("[a]\r\nk=1\r\nj=2\r\n"));
+  // A name on the last, incomplete line is not taken in before its line ends.
+  ConfigChecker b;
+  EXPECT_TRUE(b.append("[a]\nregion = us"));
+  EXPECT_TRUE(b.append("[a]\nregion = us-east-1\n"));
+  EXPECT_EQ(b.append("[a]\nregion = us-east-1\nREGION = x\n").reason, "line 3: duplicate option in section");
+  // A character cut by an append is judged when it is whole.
+  ConfigChecker c;
+  EXPECT_TRUE(c.append("[a]\nk = \xc3"));
+  EXPECT_EQ(c.complete("[a]\nk = \xc3").reason, "invalid UTF-8 at byte 9 (truncated sequence)");
+  EXPECT_TRUE(c.append("[a]\nk = \xc3\xa9\n"));
+  EXPECT_TRUE(c.complete("[a]\nk = \xc3\xa9\n"));
+  // A failure sticks; reset() starts over.
+  EXPECT_FALSE(c.append("[a]\nk = \xc3\xa9\n\x01"));
+  EXPECT_FALSE(c.append("[a]\nk = \xc3\xa9\n\x01more"));
+  c.reset();
+  EXPECT_EQ(c.seen(), 0u);
+  EXPECT_TRUE(c.append("[b]\n"));
+}
+
 }  // namespace
 }  // namespace irsafs
