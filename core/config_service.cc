@@ -7,23 +7,14 @@
 #include <cerrno>
 #include <ctime>
 
-#include "fetcher/text.h"
-#include "fetcher/validator.h"
+#include "common/text.h"
+#include "common/validator.h"
 
 namespace irsafs {
 namespace {
 
 // How long past its deadline a running fetch may take to report before its readers time out.
 constexpr Duration kFetchGrace = std::chrono::seconds(1);
-
-std::string iso8601(WallTime t) {
-  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 double millis(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
@@ -54,6 +45,16 @@ const char* to_string(State s) {
 
 const char* to_string(ContentSource s) { return s == ContentSource::kWrite ? "write" : "irsa-svc"; }
 
+const char* to_string(RefreshResult::Kind k) {
+  switch (k) {
+    case RefreshResult::Kind::kOk: return "ok";
+    case RefreshResult::Kind::kFailed: return "failed";
+    case RefreshResult::Kind::kConflict: return "conflict";
+    case RefreshResult::Kind::kShuttingDown: return "shutting_down";
+  }
+  return "?";
+}
+
 ConfigService::ConfigService(ServiceOptions options, FetchLauncher& launcher, Clock& clock, Random& random)
     : options_(options), launcher_(launcher), clock_(clock), random_(random), started_wall_(clock.wall_now()) {}
 
@@ -62,6 +63,11 @@ ConfigService::~ConfigService() = default;
 void ConfigService::set_content_listener(std::function<void(const ContentPtr&, const ContentPtr&)> f) {
   std::lock_guard lock(mu_);
   on_content_ = std::move(f);
+}
+
+void ConfigService::set_status_extras(std::function<void(nlohmann::ordered_json&)> f) {
+  std::lock_guard lock(mu_);
+  status_extras_ = std::move(f);
 }
 
 void ConfigService::set_wake_hook(std::function<void()> f) {
@@ -89,6 +95,7 @@ void ConfigService::run(Effects& fx) {
   if (fx.published && on_content) on_content(fx.published, fx.replaced);
   if (fx.discarded && on_discard) on_discard();
   for (auto& [waiter, outcome] : fx.replies) waiter(outcome);
+  for (auto& [done, outcome] : fx.refresh_replies) done(std::move(outcome));
   if (fx.cancel_fetch) launcher_.cancel();
   if (fx.launch) {
     launcher_.launch([this](FetchResult r) { on_fetch_done(std::move(r)); });
@@ -141,6 +148,7 @@ void ConfigService::maybe_start_fetch_locked(Effects& fx) {
 
 void ConfigService::start_fetch_locked(Effects& fx) {
   fetching_ = true;
+  refresh_fetch_ = false;
   fetch_started_ = clock_.now();
   ++fetches_;
   fx.launch = true;
@@ -170,6 +178,27 @@ void ConfigService::publish_locked(std::string bytes, ContentSource source, Effe
   waiters_.clear();
 }
 
+RefreshResult ConfigService::served_locked(RefreshResult::Kind kind, std::string why) const {
+  RefreshResult r;
+  r.kind = kind;
+  r.why = std::move(why);
+  if (content_) {
+    r.version = content_->version;
+    r.bytes = content_->bytes.size();
+    r.sha256 = content_->sha256;
+  }
+  return r;
+}
+
+void ConfigService::answer_refreshes_locked(const RefreshResult& r, Effects& fx) {
+  for (auto& done : refreshes_pending_) fx.refresh_replies.emplace_back(std::move(done), r);
+  refreshes_pending_.clear();
+}
+
+namespace {
+constexpr const char* kSeeded = "the mount is seeded by a write: irsa-svc is not called for it";
+}  // namespace
+
 void ConfigService::fail_waiters_locked(int error, const std::string& why, Effects& fx) {
   for (auto& [id, parked] : waiters_) fx.replies.emplace_back(std::move(parked.waiter), ReadOutcome{nullptr, error, why});
   waiters_.clear();
@@ -184,7 +213,10 @@ void ConfigService::on_fetch_done(FetchResult result) {
     token_requests_ += static_cast<std::uint64_t>(result.token_requests);
     last_fetch_duration_ = clock_.now() - fetch_started_;
     const bool refresh = content_ != nullptr;
+    RefreshResult outcome;  // for refresh() callers
+    if (result.ok) ++fetch_successes_;
     if (content_ && content_->source == ContentSource::kWrite) {
+      outcome = served_locked(RefreshResult::Kind::kConflict, kSeeded);
       // The fetch was running when a written text was published (and was cancelled then):
       // whatever its outcome, irsa-svc is not called again for this mount.
       if (result.ok) {
@@ -204,6 +236,7 @@ void ConfigService::on_fetch_done(FetchResult result) {
       consecutive_failures_ = 0;
       hold_until_.reset();
       last_success_at_ = clock_.wall_now();
+      bool changed = false;
       if (content_ && content_->bytes == result.content) {
         spdlog::info("Refreshed the AWS config in {} with {} request(s): unchanged ({} bytes)",
                      format_seconds(result.elapsed), result.requests, content_->bytes.size());
@@ -211,7 +244,10 @@ void ConfigService::on_fetch_done(FetchResult result) {
         spdlog::info("{} the AWS config in {} with {} request(s): {} bytes", refresh ? "Refreshed" : "Fetched",
                      format_seconds(result.elapsed), result.requests, result.content.size());
         publish_locked(std::move(result.content), ContentSource::kIrsaSvc, fx);
+        changed = true;
       }
+      outcome = served_locked(RefreshResult::Kind::kOk, {});
+      outcome.changed = changed;
       if (options_.refresh_interval > Duration::zero() && content_->source == ContentSource::kIrsaSvc) {
         next_refresh_ = clock_.now() + options_.refresh_interval;
       }
@@ -235,7 +271,15 @@ void ConfigService::on_fetch_done(FetchResult result) {
         }
       }
       if (!content_) fail_waiters_locked(EIO, "fetch failed: " + result.error, fx);
+      outcome = served_locked(RefreshResult::Kind::kFailed, last_error_);
     }
+    if (refresh_fetch_) {
+      last_outcome_ = outcome;
+      last_outcome_at_ = clock_.now();
+    } else {
+      last_outcome_.reset();
+    }
+    answer_refreshes_locked(outcome, fx);
     fx.wake = true;
   }
   run(fx);
@@ -387,6 +431,8 @@ void ConfigService::publish_written_locked(std::string text, Effects& fx) {
   // "Never" includes the retries of a fetch already running: cancel it.
   if (fetching_) fx.cancel_fetch = true;
   publish_locked(std::move(text), ContentSource::kWrite, fx);
+  // Refreshes waiting for that fetch will not get a fetched config now.
+  answer_refreshes_locked(served_locked(RefreshResult::Kind::kConflict, kSeeded), fx);
 }
 
 std::optional<int> ConfigService::flush(std::uint64_t writer) {
@@ -415,6 +461,7 @@ void ConfigService::refresh_now() {
   Effects fx;
   {
     std::lock_guard lock(mu_);
+    ++refreshes_signal_;
     if (stopping_) return;
     if (content_ && content_->source == ContentSource::kWrite) {
       spdlog::info("Refresh requested but ignored: the content was written, irsa-svc is not called");
@@ -422,12 +469,48 @@ void ConfigService::refresh_now() {
     }
     if (fetching_) {
       spdlog::info("Refresh requested; a fetch is already running");
+      refresh_fetch_ = true;
       return;
     }
     spdlog::info("Refresh requested");
     start_fetch_locked(fx);
+    refresh_fetch_ = true;
   }
   run(fx);
+}
+
+void ConfigService::refresh(RefreshDone done) {
+  Effects fx;
+  {
+    std::lock_guard lock(mu_);
+    ++refreshes_http_;
+    if (stopping_) {
+      fx.refresh_replies.emplace_back(std::move(done),
+                                      served_locked(RefreshResult::Kind::kShuttingDown, "irsafs is shutting down"));
+    } else if (content_ && content_->source == ContentSource::kWrite) {
+      spdlog::debug("Refresh requested but refused: the content was written");
+      fx.refresh_replies.emplace_back(std::move(done), served_locked(RefreshResult::Kind::kConflict, kSeeded));
+    } else if (fetching_) {
+      // Joins the running fetch (first fetch, SIGHUP, interval or another refresh).
+      fx.wake = refreshes_pending_.empty();  // next_wakeup() now bounds the wait
+      refreshes_pending_.push_back(std::move(done));
+      refresh_fetch_ = true;
+    } else if (last_outcome_ && clock_.now() < last_outcome_at_ + kRefreshShare) {
+      fx.refresh_replies.emplace_back(std::move(done), *last_outcome_);
+    } else {
+      spdlog::info("Refresh requested");
+      refreshes_pending_.push_back(std::move(done));
+      start_fetch_locked(fx);
+      refresh_fetch_ = true;
+      fx.wake = true;
+    }
+  }
+  try {
+    run(fx);
+  } catch (const std::exception& e) {
+    // `done` is pending: tick() answers it at the fetch's deadline at the latest.
+    spdlog::error("Cannot start the fetch for a refresh: {}", e.what());
+  }
 }
 
 void ConfigService::tick() {
@@ -457,9 +540,17 @@ void ConfigService::tick() {
       if (s.last_write + options_.write_quiet <= now) quiet.push_back(writer);
     }
     for (std::uint64_t writer : quiet) commit_locked(writer, fx);
+    if (fetching_ && !refreshes_pending_.empty() && now >= fetch_started_ + options_.read_deadline + kFetchGrace) {
+      spdlog::error("{} refresh(es) waited for a fetch that did not end within its deadline",
+                    refreshes_pending_.size());
+      answer_refreshes_locked(
+          served_locked(RefreshResult::Kind::kFailed, "the fetch did not end within the deadline"), fx);
+    }
     if (next_refresh_ && *next_refresh_ <= now && !fetching_ && !stopping_) {
       next_refresh_.reset();
+      ++refreshes_interval_;
       start_fetch_locked(fx);
+      refresh_fetch_ = true;
     }
     maybe_start_fetch_locked(fx);
   }
@@ -478,6 +569,7 @@ std::optional<TimePoint> ConfigService::next_wakeup() const {
                                                                : parked.deadline);
   }
   for (const auto& [writer, s] : sessions_) consider(s.last_write + options_.write_quiet);
+  if (fetching_ && !refreshes_pending_.empty()) consider(fetch_started_ + options_.read_deadline + kFetchGrace);
   if (stopping_ || fetching_) return t;
   if (next_refresh_) consider(*next_refresh_);
   // The conditions of maybe_start_fetch_locked: only then does the end of the hold-off start one.
@@ -491,6 +583,7 @@ void ConfigService::shutdown() {
     std::lock_guard lock(mu_);
     stopping_ = true;
     fail_waiters_locked(EIO, "irsafs is shutting down", fx);
+    answer_refreshes_locked(served_locked(RefreshResult::Kind::kShuttingDown, "irsafs is shutting down"), fx);
   }
   run(fx);
 }
@@ -511,6 +604,17 @@ State ConfigService::state_locked() const {
 }
 
 nlohmann::ordered_json ConfigService::status() const {
+  nlohmann::ordered_json j = own_status();
+  std::function<void(nlohmann::ordered_json&)> extras;
+  {
+    std::lock_guard lock(mu_);
+    extras = status_extras_;
+  }
+  if (extras) extras(j);  // without the lock: the adapter takes its own
+  return j;
+}
+
+nlohmann::ordered_json ConfigService::own_status() const {
   std::lock_guard lock(mu_);
   const TimePoint now = clock_.now();
   const WallTime wall = clock_.wall_now();
@@ -527,9 +631,11 @@ nlohmann::ordered_json ConfigService::status() const {
   j["last_success_at"] = last_success_at_ ? json(iso8601(*last_success_at_)) : json(nullptr);
   j["last_fetch_ms"] = fetches_ > 0 && !fetching_ ? json(millis(last_fetch_duration_)) : json(nullptr);
   j["fetches"] = fetches_;
+  j["fetch_successes"] = fetch_successes_;
   j["upstream_requests"] = requests_;
   j["token_requests"] = token_requests_;
   j["failures"] = fetch_failures_;
+  j["refreshes"] = {{"signal", refreshes_signal_}, {"http", refreshes_http_}, {"interval", refreshes_interval_}};
   j["last_error"] = last_error_.empty() ? json(nullptr) : json(last_error_);
   j["last_error_at"] = last_error_at_ ? json(iso8601(*last_error_at_)) : json(nullptr);
   j["next_refresh_at"] = next_refresh_ ? json(wall_of(*next_refresh_)) : json(nullptr);

@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "fetcher/clock.h"
+#include "common/clock.h"
 #include "fetcher/fetcher.h"
-#include "fetcher/validator.h"
+#include "common/validator.h"
 
 namespace irsafs {
 
@@ -47,6 +47,25 @@ struct ReadOutcome {
 };
 using Waiter = std::function<void(const ReadOutcome&)>;
 using WaiterId = std::uint64_t;
+
+// What a refresh() caller gets (an HTTP /refresh answer is made from it).
+struct RefreshResult {
+  enum class Kind {
+    kOk,            // the fetch succeeded: version/bytes/sha256 are the content served now
+    kFailed,        // the fetch failed (why); the served content (version, 0 if none) is unchanged
+    kConflict,      // the mount is seeded by a write (why): irsa-svc is not called (HTTP 409)
+    kShuttingDown,  // the daemon stops (why)
+  };
+  Kind kind = Kind::kFailed;
+  std::uint64_t version = 0;  // the version served when the fetch ended (0: none)
+  bool changed = false;       // kOk: the fetch published a new version
+  std::size_t bytes = 0;      // size of `version`
+  std::string sha256;         // of `version` (lower-case hex), empty if none
+  std::string why;            // kFailed, kConflict, kShuttingDown: one line, never the content
+  bool ok() const { return kind == Kind::kOk; }
+};
+using RefreshDone = std::function<void(RefreshResult)>;
+const char* to_string(RefreshResult::Kind k);
 
 // Starts fetches. `done` must be called exactly once, from any thread, with no lock of the
 // caller's held.
@@ -81,6 +100,9 @@ class ConfigService {
 
   // Called (without locks) after a new version is published; `before` may be null.
   void set_content_listener(std::function<void(const ContentPtr& now, const ContentPtr& before)> f);
+  // Adds fields to status() (called without the service's lock): the FUSE adapter's file name
+  // and request count, so that .status and the HTTP /status are one rendering.
+  void set_status_extras(std::function<void(nlohmann::ordered_json&)> f);
   // Called (without locks) when next_wakeup() may have moved earlier.
   void set_wake_hook(std::function<void()> f);
   // Called (without locks) when written bytes were not published (a refused write, a rejected
@@ -113,10 +135,21 @@ class ConfigService {
   // --- control ---------------------------------------------------------------------------
   void prefetch();      // fetch now unless content is known or a fetch runs
   void refresh_now();   // SIGHUP
+  // Fetches again now, like refresh_now(), and calls `done` exactly once, without any lock of
+  // the service held (possibly before refresh() returns), when that fetch ends (at the latest
+  // read_deadline + 1 s after it started). A fetch already running (a first fetch, a refresh)
+  // is joined; a refresh arriving less than kRefreshShare after the last fetch ended, when that
+  // was a refresh (SIGHUP, interval, refresh() or joined by one), shares its outcome, with no
+  // new fetch. On a mount seeded by a write: kConflict at once, no fetch
+  // (also for refreshes pending when a written text is published); after or at shutdown():
+  // kShuttingDown.
+  void refresh(RefreshDone done);
+  static constexpr Duration kRefreshShare = std::chrono::seconds(1);
   void tick();          // run what is due: deadlines, hold-off ends, refreshes, quiet writes
   std::optional<TimePoint> next_wakeup() const;
   void shutdown();      // fail waiters with EIO, start no more fetches
   nlohmann::ordered_json status() const;
+
 
  private:
   struct Parked {
@@ -146,6 +179,7 @@ class ConfigService {
     bool discarded = false;  // written bytes were not published
     ContentPtr published;
     ContentPtr replaced;
+    std::vector<std::pair<RefreshDone, RefreshResult>> refresh_replies;
   };
 
   void run(Effects& fx);
@@ -157,9 +191,12 @@ class ConfigService {
   void fail_waiters_locked(int error, const std::string& why, Effects& fx);
   int commit_locked(std::uint64_t writer, Effects& fx);
   bool prefix_of_content_locked(Session& s) const;
+  nlohmann::ordered_json own_status() const;  // status() without the extras
   State state_locked() const;
   bool covered_by_fetch_locked(const Parked& p, TimePoint now) const;
   Duration hold_off_locked();
+  RefreshResult served_locked(RefreshResult::Kind kind, std::string why) const;
+  void answer_refreshes_locked(const RefreshResult& r, Effects& fx);
 
   const ServiceOptions options_;
   FetchLauncher& launcher_;
@@ -167,6 +204,7 @@ class ConfigService {
   Random& random_;
   std::function<void(const ContentPtr&, const ContentPtr&)> on_content_;
   std::function<void()> wake_;
+  std::function<void(nlohmann::ordered_json&)> status_extras_;  // guarded by mu_
   std::function<void()> on_discard_;
 
   mutable std::mutex mu_;
@@ -181,9 +219,19 @@ class ConfigService {
   std::optional<TimePoint> hold_until_;           // no fetch before this (after a failure)
   std::optional<TimePoint> next_refresh_;
   int consecutive_failures_ = 0;
+  std::vector<RefreshDone> refreshes_pending_;  // guarded by mu_: refresh() callers of the running fetch
+  // The running fetch is a refresh: started by refresh(), refresh_now() or the interval, or
+  // joined by one of them.
+  bool refresh_fetch_ = false;
+  // The outcome of the last fetch that ended if it was a refresh, and when it ended (a fetch of
+  // another kind ending clears it).
+  std::optional<RefreshResult> last_outcome_;
+  TimePoint last_outcome_at_{};
   // Counters and history for status().
   std::uint64_t fetches_ = 0, fetch_failures_ = 0, requests_ = 0, token_requests_ = 0;
   std::uint64_t writes_committed_ = 0, writes_rejected_ = 0;
+  std::uint64_t fetch_successes_ = 0;
+  std::uint64_t refreshes_signal_ = 0, refreshes_http_ = 0, refreshes_interval_ = 0;  // requested, by trigger
   std::string last_error_;
   std::optional<WallTime> last_error_at_;
   std::optional<WallTime> last_success_at_;

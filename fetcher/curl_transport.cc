@@ -10,7 +10,7 @@
 #include <stdexcept>
 #include <string_view>
 
-#include "fetcher/text.h"
+#include "common/text.h"
 
 namespace irsafs {
 namespace {
@@ -93,23 +93,6 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   return n;
 }
 
-size_t on_header(char* data, size_t size, size_t count, void* user) {
-  auto* t = static_cast<Transfer*>(user);
-  const size_t n = size * count;
-  std::string_view line(data, n);
-  constexpr std::string_view kRetryAfter = "retry-after:";
-  if (line.size() > kRetryAfter.size() &&
-      std::equal(kRetryAfter.begin(), kRetryAfter.end(), line.begin(),
-                 [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); })) {
-    line.remove_prefix(kRetryAfter.size());
-    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-    t->response->retry_after = std::string(line);
-  } else if (line.starts_with("HTTP/")) {
-    t->response->retry_after.reset();  // a new response (after 100-continue) starts afresh
-  }
-  return n;
-}
-
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return static_cast<Transfer*>(user)->stop.stop_requested() ? 1 : 0;
 }
@@ -187,8 +170,6 @@ HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token 
   curl_easy_setopt(c, CURLOPT_USERAGENT, "irsafs/" IRSAFS_VERSION);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &transfer);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &transfer);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &transfer);
@@ -208,6 +189,10 @@ HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token 
 
   const CURLcode code = curl_easy_perform(c);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &response.status);
+  // libcurl reads Retry-After (seconds or an HTTP date) for us: 0 when absent or already past.
+  if (curl_off_t retry_after = 0; curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0) {
+    response.retry_after = std::chrono::seconds(std::min<curl_off_t>(retry_after, 24 * 3600));
+  }
   if (code == CURLE_OK) {
     response.outcome = HttpResponse::Outcome::kCompleted;
   } else if (transfer.too_large) {

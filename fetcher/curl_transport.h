@@ -5,9 +5,9 @@
 #include <cstddef>
 #include <string>
 
-#include "fetcher/clock.h"
+#include "common/clock.h"
 #include "fetcher/transport.h"
-#include "fetcher/validator.h"
+#include "common/validator.h"
 
 namespace irsafs {
 

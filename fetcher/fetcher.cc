@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "fetcher/text.h"
-#include "fetcher/validator.h"
+#include "common/text.h"
+#include "common/validator.h"
 
 namespace irsafs {
 namespace {
@@ -46,12 +46,6 @@ std::string request_body(const FetchSettings& settings) {
   nlohmann::json body = {{"run_id", settings.run_id}};
   if (settings.workload_type) body["irsa_workload_type"] = *settings.workload_type;
   return body.dump();
-}
-
-std::string format_seconds(Duration d) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f s", std::chrono::duration<double>(d).count());
-  return buf;
 }
 
 struct Fetcher::Attempt {
@@ -123,10 +117,9 @@ Fetcher::Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result,
     case Outcome::kCompleted:
       break;
   }
-  std::optional<Duration> retry_after;
-  if (response.retry_after) retry_after = parse_retry_after(*response.retry_after, clock_.wall_now());
   // "Retry-After: 0" or a date already past sets no pace: taken at its word it is a retry
   // storm (no delay at all). The usual backoff applies instead.
+  std::optional<Duration> retry_after = response.retry_after;
   if (retry_after && *retry_after <= Duration::zero()) retry_after.reset();
   if (response.status == 200) {
     if (Validation v = validate_config(response.body); !v) {

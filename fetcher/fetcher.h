@@ -6,7 +6,7 @@
 #include <stop_token>
 #include <string>
 
-#include "fetcher/clock.h"
+#include "common/clock.h"
 #include "fetcher/retry.h"
 #include "fetcher/transport.h"
 
@@ -54,8 +54,5 @@ class Fetcher {
 
 // The request body irsa-svc expects.
 std::string request_body(const FetchSettings& settings);
-
-// "1.25 s" style text for log lines.
-std::string format_seconds(Duration d);
 
 }  // namespace irsafs

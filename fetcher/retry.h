@@ -5,7 +5,7 @@
 #include <optional>
 #include <string_view>
 
-#include "fetcher/clock.h"
+#include "common/clock.h"
 
 namespace irsafs {
 
@@ -28,10 +28,6 @@ struct RetryPolicy {
   // The delay for a server-given Retry-After.
   Duration paced(Duration retry_after, Random& random) const;
 };
-
-// Parses a Retry-After value: delta-seconds or an HTTP date (IMF-fixdate, RFC 850 or asctime).
-// A date in the past gives zero. Returns nullopt when unparseable.
-std::optional<Duration> parse_retry_after(std::string_view value, WallTime now);
 
 // Which HTTP statuses are worth another attempt: 408, 429 and 5xx.
 bool is_retryable_status(long status);

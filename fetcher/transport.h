@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "fetcher/clock.h"
-#include "fetcher/secret.h"
+#include "common/clock.h"
+#include "common/secret.h"
 
 namespace irsafs {
 
@@ -34,7 +34,9 @@ struct HttpResponse {
   Outcome outcome = Outcome::kTransportError;
   long status = 0;
   std::string body;
-  std::optional<std::string> retry_after;  // raw Retry-After header value
+  // The server's Retry-After as a delay (seconds, or an HTTP date made relative), as libcurl
+  // reads it (CURLINFO_RETRY_AFTER); unset when absent, unreadable, 0 or a date already past.
+  std::optional<Duration> retry_after;
   std::string error;                       // for kTransportError: what failed and why
   bool timed_out = false;                  // kTransportError caused by a timeout
   // kTransportError that retrying cannot mend: the certificate does not verify, a bad URL.

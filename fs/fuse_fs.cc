@@ -1,5 +1,8 @@
+// The adapter's answers: no fuse_req_t, no session, no reply in here (fs/fuse_ops.cc sends
+// them). See fs/fuse_fs.h.
 #include "fs/fuse_fs.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -7,12 +10,11 @@
 #include <cstring>
 #include <ctime>
 #include <utility>
-#include <vector>
 
 namespace irsafs {
 namespace {
 
-constexpr const char* kStatusName = ".status";
+constexpr std::string_view kStatusName = ".status";
 constexpr std::size_t kPage = 4096;
 
 // The ticket of the directory-entry notification queued by the content listener on this thread
@@ -30,139 +32,53 @@ timespec to_timespec(WallTime t) {
   return timespec{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
 }
 
-FuseFs* self(fuse_req_t req) { return static_cast<FuseFs*>(fuse_req_userdata(req)); }
-
-// The adapter for a request about inode `ino`, counted when it is about the file.
-FuseFs* self(fuse_req_t req, fuse_ino_t ino) {
-  FuseFs* fs = self(req);
-  if (ino >= FuseFs::kFirstVersionIno) fs->count_request();
-  return fs;
-}
-
-// No exception may cross into libfuse: one place maps them to a reply.
-template <typename F>
-void guarded(fuse_req_t req, const char* op, F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    spdlog::error("Cannot complete {}: {}", op, e.what());
-    fuse_reply_err(req, EIO);
-  }
+// The bytes of `text` a READ of `size` at `off` gets.
+std::pair<std::size_t, std::size_t> slice(std::size_t total, std::size_t size, off_t off) {
+  const std::size_t start = std::min(total, static_cast<std::size_t>(std::max<off_t>(off, 0)));
+  return {start, std::min(size, total - start)};
 }
 
 }  // namespace
 
-// The static trampolines of the operations table.
-struct Ops {
-  static void init(void* userdata, fuse_conn_info* conn) { static_cast<FuseFs*>(userdata)->do_init(conn); }
-  static void lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-    guarded(req, "lookup", [&] { self(req)->do_lookup(req, parent, name); });
-  }
-  static void forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-    self(req)->do_forget(ino, nlookup);
-    fuse_reply_none(req);
-  }
-  static void forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-    for (size_t i = 0; i < count; ++i) self(req)->do_forget(forgets[i].ino, forgets[i].nlookup);
-    fuse_reply_none(req);
-  }
-  static void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-    guarded(req, "getattr", [&] { self(req, ino)->do_getattr(req, ino); });
-  }
-  static void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
-    guarded(req, "setattr", [&] { self(req, ino)->do_setattr(req, ino, attr, to_set); });
-  }
-  static void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    guarded(req, "open", [&] { self(req, ino)->do_open(req, ino, fi); });
-  }
-  static void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-    guarded(req, "read", [&] { self(req, ino)->do_read(req, ino, size, off, fi->fh); });
-  }
-  static void write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
-    guarded(req, "write", [&] { self(req, ino)->do_write(req, ino, buf, size, off); });
-  }
-  static void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-    guarded(req, "flush", [&] { self(req, ino)->do_flush(req, ino); });
-  }
-  static void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-    guarded(req, "release", [&] { self(req)->do_release(req, ino, fi); });
-  }
-  // The directory holds exactly two files: nothing is created, removed or renamed. Answered at
-  // once (ENOSYS would read "Function not implemented").
-  static void mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { self(req)->do_refuse(req); }
-  static void mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { self(req)->do_refuse(req); }
-  static void unlink(fuse_req_t req, fuse_ino_t, const char*) { self(req)->do_refuse(req); }
-  static void rmdir(fuse_req_t req, fuse_ino_t, const char*) { self(req)->do_refuse(req); }
-  static void symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { self(req)->do_refuse(req); }
-  static void rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int) {
-    self(req)->do_refuse(req);
-  }
-  static void link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { self(req)->do_refuse(req); }
-  static void create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { self(req)->do_refuse(req); }
-  // Python's open() asks isatty() on every open: the kernel sends FUSE_IOCTL each time (it does
-  // not remember the answer). Answered here only to be counted with the file's requests.
-  static void ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int, void*, fuse_file_info*, unsigned, const void*,
-                    size_t, size_t) {
-    self(req, ino);
-    fuse_reply_err(req, ENOTTY);
-  }
-  static void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
-    guarded(req, "readdir", [&] { self(req)->do_readdir(req, ino, size, off); });
-  }
-};
-
-const fuse_lowlevel_ops& FuseFs::operations() {
-  static const fuse_lowlevel_ops ops = [] {
-    fuse_lowlevel_ops o{};
-    o.init = Ops::init;
-    o.lookup = Ops::lookup;
-    o.forget = Ops::forget;
-    o.forget_multi = Ops::forget_multi;
-    o.getattr = Ops::getattr;
-    o.setattr = Ops::setattr;
-    o.open = Ops::open;
-    o.read = Ops::read;
-    o.write = Ops::write;
-    o.flush = Ops::flush;
-    o.release = Ops::release;
-    o.mknod = Ops::mknod;
-    o.mkdir = Ops::mkdir;
-    o.unlink = Ops::unlink;
-    o.rmdir = Ops::rmdir;
-    o.symlink = Ops::symlink;
-    o.rename = Ops::rename;
-    o.link = Ops::link;
-    o.create = Ops::create;
-    o.readdir = Ops::readdir;
-    o.ioctl = Ops::ioctl;
-    return o;
-  }();
-  return ops;
-}
-
 FuseFs::FuseFs(ConfigService& service, FsOptions options)
-    : service_(service), options_(std::move(options)), started_(now_realtime()) {}
-
-void FuseFs::do_init(fuse_conn_info* conn) {
-  // No OPEN/RELEASE once content is known: the warm path then never reaches the daemon.
-  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) conn->want |= FUSE_CAP_NO_OPEN_SUPPORT;
-  // O_TRUNC must arrive as its own SETATTR so a writer's truncate is staged, not applied.
-  conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-  // Plain readdir: listing the directory must not look up (and so fetch) the file.
-  conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-  // .status read through the page cache keeps one size: a new mtime is what drops its pages.
-  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+    : service_(service), options_(std::move(options)), started_(now_realtime()) {
+  service_.set_content_listener([this](const ContentPtr& now, const ContentPtr& before) { on_new_version(now, before); });
+  service_.set_discard_listener([this] { on_discarded_write(); });
+  // .status and the HTTP /status are one rendering: the service's, with the adapter's fields.
+  service_.set_status_extras([this](nlohmann::ordered_json& j) {
+    j["file"] = options_.file_name;
+    j["fuse_requests"] = requests_.load();
+  });
 }
 
-struct stat FuseFs::attr_of(fuse_ino_t ino, double* timeout) {
-  struct stat st{};
+FuseFs::~FuseFs() {
+  service_.set_content_listener({});
+  service_.set_discard_listener({});
+  service_.set_status_extras({});
+  detach();
+}
+
+void FuseFs::init(fuse_conn_info& conn) const {
+  // No OPEN/RELEASE once content is known: the warm path then never reaches the daemon.
+  if (conn.capable & FUSE_CAP_NO_OPEN_SUPPORT) conn.want |= FUSE_CAP_NO_OPEN_SUPPORT;
+  // O_TRUNC must arrive as its own SETATTR so a writer's truncate is staged, not applied.
+  conn.want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+  // Plain readdir: listing the directory must not look up (and so fetch) the file.
+  conn.want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
+  conn.want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // .status read through the page cache keeps one size: a new mtime is what drops its pages.
+  if (conn.capable & FUSE_CAP_AUTO_INVAL_DATA) conn.want |= FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+Attr FuseFs::attr_of(fuse_ino_t ino) {
+  Attr a;
+  struct stat& st = a.st;
   st.st_ino = ino;
   st.st_uid = options_.uid;
   st.st_gid = options_.gid;
   st.st_atim = st.st_mtim = st.st_ctim = started_;
   st.st_blksize = 4096;
-  *timeout = options_.cache_seconds;
+  a.timeout = options_.cache_seconds;
   if (ino == FUSE_ROOT_ID) {
     st.st_mode = S_IFDIR | 0755;
     st.st_nlink = 2;
@@ -175,7 +91,7 @@ struct stat FuseFs::attr_of(fuse_ino_t ino, double* timeout) {
     st.st_nlink = 1;
     st.st_size = static_cast<off_t>(status_size_);
     st.st_mtim = st.st_ctim = status_mtime_;
-    *timeout = 0;
+    a.timeout = 0;
   } else {
     st.st_mode = S_IFREG | (options_.mode & 07777);
     st.st_nlink = 1;
@@ -183,11 +99,11 @@ struct stat FuseFs::attr_of(fuse_ino_t ino, double* timeout) {
       st.st_size = static_cast<off_t>(c->bytes.size());
       st.st_mtim = st.st_ctim = st.st_atim = to_timespec(c->obtained_at);
     } else {
-      *timeout = 0;  // size unknown until the first fetch: the kernel must ask again
+      a.timeout = 0;  // size unknown until the first fetch: the kernel must ask again
     }
   }
   st.st_blocks = (st.st_size + 511) / 512;
-  return st;
+  return a;
 }
 
 ContentPtr FuseFs::content_of(fuse_ino_t ino) {
@@ -208,17 +124,15 @@ ContentPtr FuseFs::content_of(fuse_ino_t ino) {
   return c;
 }
 
-void FuseFs::do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  fuse_entry_param e{};
+Answer<fuse_entry_param> FuseFs::lookup(fuse_ino_t parent, std::string_view name) {
+  if (parent != FUSE_ROOT_ID) return Answer<fuse_entry_param>::fail(ENOENT);
+  Answer<fuse_entry_param> a;
+  fuse_entry_param& e = a.value;
   e.entry_timeout = options_.cache_seconds;  // also for negative entries (ino 0)
-  if (parent != FUSE_ROOT_ID) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (std::strcmp(name, kStatusName) == 0) {
+  if (name == kStatusName) {
     e.ino = kStatusIno;
-  } else if (options_.file_name == name) {
-    count_request();
+  } else if (name == options_.file_name) {
+    requests_.fetch_add(1, std::memory_order_relaxed);
     // The newest version, or version 1 while nothing is known; pinned in the same step, so a
     // version published meanwhile cannot leave this one without its content.
     std::lock_guard lock(mu_);
@@ -229,11 +143,20 @@ void FuseFs::do_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     ++v.nlookup;
     if (current && !v.content) v.content = current;
   }
-  if (e.ino != 0) e.attr = attr_of(e.ino, &e.attr_timeout);
-  if (fuse_reply_entry(req, &e) != 0 && is_version(e.ino)) do_forget(e.ino, 1);
+  if (e.ino != 0) {
+    try {
+      const Attr attr = attr_of(e.ino);
+      e.attr = attr.st;
+      e.attr_timeout = attr.timeout;
+    } catch (...) {
+      if (is_version(e.ino)) forget(e.ino, 1);  // the kernel never hears of this lookup
+      throw;
+    }
+  }
+  return a;
 }
 
-void FuseFs::do_forget(fuse_ino_t ino, std::uint64_t nlookup) {
+void FuseFs::forget(fuse_ino_t ino, std::uint64_t nlookup) {
   if (!is_version(ino)) return;
   std::lock_guard lock(mu_);
   auto it = versions_.find(ino - kFirstVersionIno);
@@ -242,105 +165,70 @@ void FuseFs::do_forget(fuse_ino_t ino, std::uint64_t nlookup) {
   if (it->second.nlookup == 0) versions_.erase(it);  // the current version lives in the service
 }
 
-void FuseFs::do_getattr(fuse_req_t req, fuse_ino_t ino) {
-  if (ino != FUSE_ROOT_ID && ino != kStatusIno && !is_version(ino)) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  double timeout = 0;
-  const struct stat st = attr_of(ino, &timeout);
-  fuse_reply_attr(req, &st, timeout);
+Answer<Attr> FuseFs::getattr(fuse_ino_t ino) {
+  count_request(ino);
+  if (ino != FUSE_ROOT_ID && ino != kStatusIno && !is_version(ino)) return Answer<Attr>::fail(ENOENT);
+  return {0, attr_of(ino)};
 }
 
-void FuseFs::do_setattr(fuse_req_t req, fuse_ino_t ino, const struct stat* attr, int to_set) {
-  if (!is_version(ino)) {
-    fuse_reply_err(req, ino == FUSE_ROOT_ID ? EPERM : EACCES);
-    return;
-  }
-  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-    fuse_reply_err(req, EPERM);  // owner and mode are set by --uid, --gid and --mode
-    return;
-  }
+Answer<Attr> FuseFs::setattr(fuse_ino_t ino, const struct stat& attr, int to_set, std::uint64_t writer) {
+  count_request(ino);
+  if (!is_version(ino)) return Answer<Attr>::fail(ino == FUSE_ROOT_ID ? EPERM : EACCES);
+  // Owner and mode are set by --uid, --gid and --mode.
+  if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) return Answer<Attr>::fail(EPERM);
   if (to_set & FUSE_SET_ATTR_SIZE) {
-    if (options_.read_only) {
-      fuse_reply_err(req, EROFS);
-      return;
-    }
-    const int rc = service_.truncate(fuse_req_ctx(req)->pid, static_cast<std::uint64_t>(attr->st_size));
-    if (rc != 0) {
-      fuse_reply_err(req, rc);
-      return;
-    }
+    if (options_.read_only) return Answer<Attr>::fail(EROFS);
+    const int rc = service_.truncate(writer, static_cast<std::uint64_t>(attr.st_size));
+    if (rc != 0) return Answer<Attr>::fail(rc);
   }
   // The truncate is staged, not applied: the reply keeps the served size, so the kernel keeps
   // the page cache that concurrent readers use.
-  double timeout = 0;
-  const struct stat st = attr_of(ino, &timeout);
-  fuse_reply_attr(req, &st, timeout);
+  return {0, attr_of(ino)};
 }
 
-void FuseFs::do_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+std::optional<OpenReply> FuseFs::open(fuse_ino_t ino, int flags, OpenDone done,
+                                      const std::function<void(WaiterId)>& before_wait) {
+  count_request(ino);
   if (ino == kStatusIno) {
-    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-      fuse_reply_err(req, EACCES);
-      return;
-    }
+    if ((flags & O_ACCMODE) != O_RDONLY) return OpenReply{EACCES};
     // While opens still reach us: direct_io, and this handle's own rendering, so that a reader
     // reading in pieces gets one document whatever other readers do meanwhile.
-    {
-      std::lock_guard lock(mu_);
-      fi->fh = next_status_fh_++;
-      status_handles_[fi->fh] = render_status();
-    }
-    fi->direct_io = 1;
-    if (fuse_reply_open(req, fi) != 0) {
-      std::lock_guard lock(mu_);
-      status_handles_.erase(fi->fh);
-    }
-    return;
+    std::lock_guard lock(mu_);
+    const std::uint64_t fh = next_status_fh_++;
+    status_handles_[fh] = render_status();
+    return OpenReply{0, fh, true};
   }
-  if (!is_version(ino)) {
-    fuse_reply_err(req, EISDIR);
-    return;
-  }
-  if ((fi->flags & O_ACCMODE) == O_WRONLY) {
-    if (options_.read_only) {
-      fuse_reply_err(req, EROFS);
-      return;
-    }
+  if (!is_version(ino)) return OpenReply{EISDIR};
+  if ((flags & O_ACCMODE) == O_WRONLY) {
+    if (options_.read_only) return OpenReply{EROFS};
     // Before any content: the writer's bytes go straight to us, never through the page cache.
-    fi->direct_io = 1;
-    fuse_reply_open(req, fi);
-    return;
+    return OpenReply{0, 0, true};
   }
   // A reader: wait for the content. ENOSYS tells the kernel to stop sending OPEN (and RELEASE)
   // at all; it is only sent once content exists, so no open can then miss a fetch.
-  const WaiterId id = next_waiter_.fetch_add(1);
-  auto reply = [this, req](const ReadOutcome& outcome) {
+  auto answer = [this](const ReadOutcome& outcome) {
     if (outcome.content) {
       content_seen_.store(true);
-      fuse_reply_err(req, ENOSYS);
-    } else {
-      fuse_reply_err(req, outcome.error != 0 ? outcome.error : EIO);
+      return OpenReply{ENOSYS};
     }
+    return OpenReply{outcome.error != 0 ? outcome.error : EIO};
   };
-  // Register for interrupts before parking: the request may be answered (and freed) by another
-  // thread as soon as it is parked.
-  fuse_req_interrupt_func(
-      req,
-      [](fuse_req_t r, void* data) {
-        if (self(r)->service_.cancel(reinterpret_cast<WaiterId>(data))) {
-          spdlog::debug("A waiting reader was interrupted");
-          fuse_reply_err(r, EINTR);
-        }
-      },
-      reinterpret_cast<void*>(id));
-  // read() either parks the waiter (nullopt: whoever settles it replies, also when starting the
-  // fetch failed) or leaves it unparked (an outcome, or an exception guarded() answers).
-  if (auto now = service_.read(id, reply)) reply(*now);
+  const WaiterId id = next_waiter_.fetch_add(1);
+  if (before_wait) before_wait(id);
+  // read() either parks the waiter (nullopt: whoever settles it calls `done`, also when starting
+  // the fetch failed) or leaves it unparked (an outcome now, or an exception before parking).
+  if (auto now = service_.read(id, [answer, done = std::move(done)](const ReadOutcome& o) { done(answer(o)); })) {
+    return answer(*now);
+  }
+  return std::nullopt;
 }
 
-void FuseFs::do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, std::uint64_t fh) {
+bool FuseFs::interrupt(WaiterId id) { return service_.cancel(id); }
+
+Answer<ReadData> FuseFs::read(fuse_ino_t ino, std::size_t size, off_t off, std::uint64_t fh) {
+  count_request(ino);
+  Answer<ReadData> a;
+  ReadData& d = a.value;
   if (ino == kStatusIno) {
     std::lock_guard lock(mu_);
     std::string_view text;
@@ -353,98 +241,80 @@ void FuseFs::do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, std
       if (status_text_.empty()) refresh_status_locked();
       text = status_text_;
     }
-    const size_t start = std::min(text.size(), static_cast<size_t>(off));
-    fuse_reply_buf(req, text.data() + start, std::min(size, text.size() - start));
-    return;
+    const auto [start, n] = slice(text.size(), size, off);
+    d.text.assign(text.substr(start, n));
+    d.size = n;
+    return a;
   }
-  ContentPtr c = content_of(ino);
-  if (!c) {
+  d.content = content_of(ino);
+  if (!d.content) {
     spdlog::error("Cannot read inode {}: no content for that version", ino);
-    fuse_reply_err(req, EIO);
-    return;
+    return Answer<ReadData>::fail(EIO);
   }
-  const std::string_view bytes = c->bytes;
-  const size_t start = std::min(bytes.size(), static_cast<size_t>(off));
-  fuse_reply_buf(req, bytes.data() + start, std::min(size, bytes.size() - start));
+  std::tie(d.offset, d.size) = slice(d.content->bytes.size(), size, off);
+  return a;
 }
 
-void FuseFs::do_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  if (ino == kStatusIno) {
-    std::lock_guard lock(mu_);
-    status_handles_.erase(fi->fh);
-  }
-  fuse_reply_err(req, 0);
+void FuseFs::release(fuse_ino_t ino, std::uint64_t fh) {
+  if (ino != kStatusIno) return;
+  std::lock_guard lock(mu_);
+  status_handles_.erase(fh);
 }
 
-void FuseFs::do_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off) {
-  if (!is_version(ino) || options_.read_only) {
-    fuse_reply_err(req, options_.read_only ? EROFS : EACCES);
-    return;
-  }
-  const pid_t pid = fuse_req_ctx(req)->pid;
-  if (pid == 0 && !warned_pid0_.exchange(true)) {
+void FuseFs::warn_pid0(std::uint64_t writer) {
+  if (writer == 0 && !warned_pid0_.exchange(true)) {
     // The kernel reports 0 for a writer it cannot name in our PID namespace (another
     // container's): all such writers share one write session.
     spdlog::warn("A write comes from a process outside irsafs's PID namespace; such writers cannot be told "
                  "apart and share one write session");
   }
+}
+
+int FuseFs::write(fuse_ino_t ino, std::string_view data, off_t off, std::uint64_t writer) {
+  count_request(ino);
+  if (!is_version(ino) || options_.read_only) return options_.read_only ? EROFS : EACCES;
+  warn_pid0(writer);
   tls_entry_ticket = 0;
-  const int rc = service_.write(static_cast<std::uint64_t>(pid), static_cast<std::uint64_t>(off),
-                                std::string_view(buf, size));
+  const int rc = service_.write(writer, static_cast<std::uint64_t>(off), data);
   // A write that replaced the content: let the kernel drop the directory entry before the writer
   // can open the file again (it then reads its own text), but never wait unboundedly.
   if (const std::uint64_t ticket = std::exchange(tls_entry_ticket, 0)) await_notices(ticket, kEntryWait);
-  if (rc != 0) {
-    fuse_reply_err(req, rc);
-  } else {
-    fuse_reply_write(req, size);
-  }
+  return rc;
 }
 
-void FuseFs::do_flush(fuse_req_t req, fuse_ino_t ino) {
+int FuseFs::flush(fuse_ino_t ino, std::uint64_t writer) {
+  count_request(ino);
   if (is_version(ino)) {
     tls_entry_ticket = 0;
-    std::optional<int> rc = service_.flush(fuse_req_ctx(req)->pid);
+    std::optional<int> rc = service_.flush(writer);
     if (const std::uint64_t ticket = std::exchange(tls_entry_ticket, 0)) await_notices(ticket, kEntryWait);
-    if (rc) {
-      fuse_reply_err(req, *rc);
-      return;
-    }
+    if (rc) return *rc;
   }
   // Nothing staged. Once readers get content, ENOSYS stops FLUSH for good (every close would
   // otherwise cost a round trip); later writers are then committed when they fall quiet.
-  fuse_reply_err(req, content_seen_.load() ? ENOSYS : 0);
+  return content_seen_.load() ? ENOSYS : 0;
 }
 
-void FuseFs::do_refuse(fuse_req_t req) { fuse_reply_err(req, options_.read_only ? EROFS : EPERM); }
+int FuseFs::ioctl(fuse_ino_t ino) {
+  count_request(ino);
+  return ENOTTY;
+}
 
-void FuseFs::do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
-  if (ino != FUSE_ROOT_ID) {
-    fuse_reply_err(req, ENOTDIR);
-    return;
-  }
+int FuseFs::refuse() const { return options_.read_only ? EROFS : EPERM; }
+
+Answer<std::vector<DirEntry>> FuseFs::readdir(fuse_ino_t ino, off_t off) const {
+  if (ino != FUSE_ROOT_ID) return Answer<std::vector<DirEntry>>::fail(ENOTDIR);
+  // The file's current inode without looking it up: listing must not fetch, nor pin a version.
   ContentPtr current = service_.current();
-  const struct {
-    const char* name;
-    fuse_ino_t ino;
-    mode_t type;
-  } entries[] = {
-      {".", FUSE_ROOT_ID, S_IFDIR},
-      {"..", FUSE_ROOT_ID, S_IFDIR},
-      {kStatusName, kStatusIno, S_IFREG},
-      {options_.file_name.c_str(), ino_of(current ? current->version : 1), S_IFREG},
+  const DirEntry all[] = {
+      {".", FUSE_ROOT_ID, S_IFDIR, 1},
+      {"..", FUSE_ROOT_ID, S_IFDIR, 2},
+      {std::string(kStatusName), kStatusIno, S_IFREG, 3},
+      {options_.file_name, ino_of(current ? current->version : 1), S_IFREG, 4},
   };
-  std::string buf(size, '\0');
-  size_t used = 0;
-  for (off_t i = off; i < static_cast<off_t>(std::size(entries)); ++i) {
-    struct stat st{};
-    st.st_ino = entries[i].ino;
-    st.st_mode = entries[i].type;
-    const size_t n = fuse_add_direntry(req, buf.data() + used, size - used, entries[i].name, &st, i + 1);
-    if (n > size - used) break;
-    used += n;
-  }
-  fuse_reply_buf(req, buf.data(), used);
+  Answer<std::vector<DirEntry>> a;
+  for (off_t i = std::max<off_t>(off, 0); i < static_cast<off_t>(std::size(all)); ++i) a.value.push_back(all[i]);
+  return a;
 }
 
 void FuseFs::on_new_version(const ContentPtr& now, const ContentPtr& before) noexcept {
@@ -494,7 +364,7 @@ std::uint64_t FuseFs::queue_notices(bool entry, bool drop_old_pages, bool drop_a
 
 bool FuseFs::await_notices(std::uint64_t ticket, std::chrono::milliseconds limit) {
   std::unique_lock lock(notify_mu_);
-  if (notify_cv_.wait_for(lock, limit, [&] { return entry_sent_ >= ticket || session_.load() == nullptr; })) {
+  if (notify_cv_.wait_for(lock, limit, [&] { return entry_sent_ >= ticket || notifier_.load() == nullptr; })) {
     return true;
   }
   spdlog::debug("The kernel's directory entry was not dropped within {} ms (the directory is busy); replying "
@@ -503,16 +373,27 @@ bool FuseFs::await_notices(std::uint64_t ticket, std::chrono::milliseconds limit
   return false;
 }
 
-void FuseFs::attach(fuse_session* session) {
-  session_.store(session);
-  notifier_ = std::jthread([this](std::stop_token stop) { notifier_loop(stop); });
+bool FuseFs::settle_notices(std::chrono::milliseconds limit) {
+  std::unique_lock lock(notify_mu_);
+  return notify_cv_.wait_for(lock, limit,
+                             [&] { return notices_sent_ >= notices_queued_ || notifier_.load() == nullptr; });
+}
+
+void FuseFs::attach(KernelNotifier& notifier) {
+  notifier_.store(&notifier);
+  notifier_thread_ = std::jthread([this](std::stop_token stop) { notifier_loop(stop); });
 }
 
 void FuseFs::detach() {
-  notifier_.request_stop();
-  if (notifier_.joinable()) notifier_.join();
-  session_.store(nullptr);
+  notifier_thread_.request_stop();
+  if (notifier_thread_.joinable()) notifier_thread_.join();
+  {
+    // Under notify_mu_: a waiter checks notifier_ under it, so it cannot miss this change.
+    std::lock_guard lock(notify_mu_);
+    notifier_.store(nullptr);
+  }
   notify_cv_.notify_all();
+  session_notifier_.reset();
 }
 
 void FuseFs::notifier_loop(std::stop_token stop) {
@@ -527,10 +408,9 @@ void FuseFs::notifier_loop(std::stop_token stop) {
       drop_all = std::exchange(drop_all_pending_, false);
       ticket = notices_queued_;
     }
-    fuse_session* se = session_.load();
-    if (se != nullptr && entry) {
-      const int rc = fuse_lowlevel_notify_inval_entry(se, FUSE_ROOT_ID, options_.file_name.c_str(),
-                                                      options_.file_name.size());
+    KernelNotifier* kernel = notifier_.load();
+    if (kernel != nullptr && entry) {
+      const int rc = kernel->inval_entry(FUSE_ROOT_ID, options_.file_name);
       if (rc != 0 && rc != -ENOENT) {
         spdlog::warn("Cannot drop the kernel's directory entry of {}: {}", options_.file_name, std::strerror(-rc));
       }
@@ -541,18 +421,20 @@ void FuseFs::notifier_loop(std::stop_token stop) {
       entry_sent_ = std::max(entry_sent_, ticket);
     }
     notify_cv_.notify_all();
-    if (se != nullptr && (drop_old || drop_all)) {
+    if (kernel != nullptr && (drop_old || drop_all)) {
       // The version inodes the kernel knows, read now: a version published meanwhile is current.
       std::vector<fuse_ino_t> inodes;
-      ContentPtr current = service_.current();
-      {
+      try {
+        ContentPtr current = service_.current();
         std::lock_guard lock(mu_);
         for (const auto& [version, v] : versions_) {
           if (drop_all || !current || version != current->version) inodes.push_back(ino_of(version));
         }
+      } catch (const std::exception& e) {
+        spdlog::error("Cannot list the version inodes whose cache to drop: {}", e.what());
       }
       for (fuse_ino_t ino : inodes) {
-        const int rc = fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+        const int rc = kernel->inval_inode(ino, 0, 0);
         if (rc != 0 && rc != -ENOENT) {
           spdlog::warn("Cannot drop the kernel's cache of inode {}: {}", ino, std::strerror(-rc));
         }
@@ -588,10 +470,7 @@ void FuseFs::refresh_status_locked() {
 }
 
 std::string FuseFs::render_status() {
-  nlohmann::ordered_json j = service_.status();
-  j["file"] = options_.file_name;
-  j["fuse_requests"] = requests_.load();
-  return j.dump(2) + "\n";
+  return service_.status().dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace irsafs

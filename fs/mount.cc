@@ -14,17 +14,13 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
-#include "core/config_service.h"
-#include "core/runtime.h"
-#include "fetcher/curl_transport.h"
-#include "fs/exit_codes.h"
+#include "core/daemon.h"
+#include "common/exit_codes.h"
 #include "fs/fuse_fs.h"
 
 extern char** environ;
@@ -37,30 +33,12 @@ class MountError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Mount points in /proc/self/mountinfo use octal escapes for spaces and the like.
-std::string unescape_mountinfo(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8)));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
+// The root of a mount, as the kernel says (statx, Linux 5.8): no mount table to parse. Only
+// a FUSE mount whose daemon died answers ENOTCONN, and that is a mount point too.
 bool is_mount_point(const std::string& path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, point;
-    fields >> id >> parent >> dev >> root >> point;
-    if (unescape_mountinfo(point) == path) return true;
-  }
-  return false;
+  struct statx stx {};
+  if (::statx(AT_FDCWD, path.c_str(), AT_SYMLINK_NOFOLLOW, 0, &stx) != 0) return errno == ENOTCONN;
+  return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
 }
 
 int run_quietly(std::vector<std::string> argv) {
@@ -130,117 +108,99 @@ struct ArgsHolder {
   ~ArgsHolder() { fuse_opt_free_args(&args); }
 };
 
-}  // namespace
-
-int run_mount(const ResolvedOptions& options, const MountArgs& args) {
-  // The kernel never looks up a longer name: the file would be listed but could not be opened.
-  if (args.file_name.size() > NAME_MAX) {
-    spdlog::error("Cannot use --file: the name is {} bytes long, a file name has at most {} bytes",
-                  args.file_name.size(), NAME_MAX);
-    return kExitUsage;
+// Signals blocked in this thread (and in every thread it starts) until the scope ends.
+class BlockedSignals {
+ public:
+  explicit BlockedSignals(std::initializer_list<int> signals) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int s : signals) sigaddset(&set, s);
+    pthread_sigmask(SIG_BLOCK, &set, &previous_);
   }
-  // SIGHUP means "refresh" from the moment the mount exists: blocked in every thread from now
-  // on, and taken by the thread that waits for it.
-  sigset_t hup;
-  sigemptyset(&hup);
-  sigaddset(&hup, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  ~BlockedSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  BlockedSignals(const BlockedSignals&) = delete;
+  BlockedSignals& operator=(const BlockedSignals&) = delete;
 
-  CurlGlobal curl;  // before any thread
-  CurlTransport transport(options.transport);
-  SystemClock clock;
-  SystemRandom random;
-  Fetcher fetcher(options.fetch, transport, clock, random);
-  FetchThread fetch_thread(fetcher);
+ private:
+  sigset_t previous_;
+};
 
-  ServiceOptions so;
-  so.read_deadline = options.fetch.deadline;
-  so.refresh_interval = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(args.refresh_interval_seconds));
-  so.writable = !args.read_only;
-  ConfigService service(so, fetch_thread, clock, random);
+using SessionPtr = std::unique_ptr<fuse_session, SessionDeleter>;
 
-  FsOptions fo;
-  fo.file_name = args.file_name;
-  fo.uid = args.uid.value_or(::getuid());
-  fo.gid = args.gid.value_or(::getgid());
-  fo.mode = args.mode;
-  fo.read_only = args.read_only;
-  FuseFs fs(service, fo);
-
-  std::string mountpoint;
-  try {
-    mountpoint = prepare_mountpoint(args.mountpoint);
-  } catch (const MountError& e) {
-    spdlog::error("{}", e.what());
-    return kExitFailure;
-  }
-
+// A session mounted on `mountpoint`, with libfuse's SIGTERM/SIGINT handlers (they end the loop).
+SessionPtr mount_session(FuseFs& fs, const std::string& mountpoint, bool read_only) {
   std::string mount_opts = "fsname=irsafs,subtype=irsafs,default_permissions,nosuid,nodev,noatime";
   if (::geteuid() == 0) mount_opts += ",allow_other";
-  if (args.read_only) mount_opts += ",ro";
+  if (read_only) mount_opts += ",ro";
   ArgsHolder fargs;
   for (const char* a : {"irsafs", "-o", mount_opts.c_str()}) fuse_opt_add_arg(&fargs.args, a);
-  std::unique_ptr<fuse_session, SessionDeleter> se(
-      fuse_session_new(&fargs.args, &FuseFs::operations(), sizeof(fuse_lowlevel_ops), &fs));
-  if (!se) {
-    spdlog::error("Cannot create the FUSE session (is libfuse3 installed?)");
-    return kExitFailure;
-  }
-  if (fuse_set_signal_handlers(se.get()) != 0) {
-    spdlog::error("Cannot install the signal handlers");
-    return kExitFailure;
-  }
+  SessionPtr se(fuse_session_new(&fargs.args, &FuseFs::operations(), sizeof(fuse_lowlevel_ops), &fs));
+  if (!se) throw MountError("Cannot create the FUSE session (is libfuse3 installed?)");
+  if (fuse_set_signal_handlers(se.get()) != 0) throw MountError("Cannot install the signal handlers");
   if (fuse_session_mount(se.get(), mountpoint.c_str()) != 0) {
-    spdlog::error("Cannot mount irsafs on {} (is /dev/fuse present, and are we allowed to mount? "
-                  "in a container: --device /dev/fuse --cap-add SYS_ADMIN)", mountpoint);
     fuse_remove_signal_handlers(se.get());
+    throw MountError("Cannot mount irsafs on " + mountpoint +
+                     " (is /dev/fuse present, and are we allowed to mount? in a container: --device /dev/fuse "
+                     "--cap-add SYS_ADMIN)");
+  }
+  return se;
+}
+
+// Forks into the background; the parent exits 0 once this returns in the child. Logging stays
+// where the caller sees it when that is a pipe or a container log; `on_terminal_lost` moves it
+// (to syslog) when it was a terminal we are about to leave.
+void daemonize(const std::function<void()>& on_terminal_lost) {
+  const bool keep_stderr = ::isatty(STDERR_FILENO) == 0;
+  const int saved_stderr = keep_stderr ? ::dup(STDERR_FILENO) : -1;
+  if (fuse_daemonize(0) != 0) throw MountError("Cannot daemonize");
+  if (saved_stderr >= 0) {
+    ::dup2(saved_stderr, STDERR_FILENO);
+    ::close(saved_stderr);
+  } else if (on_terminal_lost) {
+    on_terminal_lost();
+  }
+}
+
+}  // namespace
+
+int run_mount(Daemon& daemon, const MountSettings& settings) {
+  // SIGHUP means "refresh" from the moment the mount exists: blocked in every thread, taken
+  // only by the thread that waits for it.
+  const BlockedSignals hup_everywhere({SIGHUP});
+  FuseFs fs(daemon.service(), settings.fs);
+  std::string mountpoint;
+  SessionPtr se;
+  try {
+    mountpoint = prepare_mountpoint(settings.mountpoint);
+    daemon.prepare();  // e.g. the endpoint's port: taken → exit 1 before anything is mounted
+    se = mount_session(fs, mountpoint, settings.fs.read_only);
+    if (!settings.foreground) daemonize(settings.on_terminal_lost);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    if (se) fuse_session_unmount(se.get());
     return kExitFailure;
   }
-
-  if (!args.foreground) {
-    // Keep logging where the caller can see it when that is a pipe or a container log;
-    // syslog when it is a terminal we are about to leave.
-    const bool keep_stderr = ::isatty(STDERR_FILENO) == 0;
-    const int saved_stderr = keep_stderr ? ::dup(STDERR_FILENO) : -1;
-    if (fuse_daemonize(0) != 0) {
-      spdlog::error("Cannot daemonize");
-      fuse_session_unmount(se.get());
-      return kExitFailure;
-    }
-    if (saved_stderr >= 0) {
-      ::dup2(saved_stderr, STDERR_FILENO);
-      ::close(saved_stderr);
-    } else {
-      setup_logging(args.log_level, args.log_format, LogSink::kSyslog);
-    }
+  std::jthread hup_thread;
+  {
+    // Our own threads take no signals: SIGTERM/SIGINT go to libfuse's loop.
+    const BlockedSignals quiet({SIGTERM, SIGINT});
+    fs.attach(se.get());
+    daemon.start();
+    hup_thread = std::jthread([&daemon](std::stop_token stop) {
+      sigset_t hup;
+      sigemptyset(&hup);
+      sigaddset(&hup, SIGHUP);
+      const timespec poll{0, 200 * 1000 * 1000};
+      while (!stop.stop_requested()) {
+        if (sigtimedwait(&hup, nullptr, &poll) == SIGHUP) daemon.service().refresh_now();
+      }
+    });
   }
-
-  // Our own threads take no signals: SIGTERM/SIGINT go to libfuse's loop, SIGHUP to the
-  // thread that waits for it.
-  sigset_t all, previous;
-  sigemptyset(&all);
-  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&all, s);
-  pthread_sigmask(SIG_BLOCK, &all, &previous);
-  Ticker ticker(service);
-  service.set_wake_hook([&ticker] { ticker.wake(); });
-  service.set_content_listener([&fs](const ContentPtr& now, const ContentPtr& before) { fs.on_new_version(now, before); });
-  service.set_discard_listener([&fs] { fs.on_discarded_write(); });
-  fs.attach(se.get());
-  fetch_thread.start();
-  ticker.start();
-  std::jthread hup_thread([&service, &hup](std::stop_token stop) {
-    const timespec poll{0, 200 * 1000 * 1000};
-    while (!stop.stop_requested()) {
-      if (sigtimedwait(&hup, nullptr, &poll) == SIGHUP) service.refresh_now();
-    }
-  });
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);  // SIGHUP stays blocked
-
-  spdlog::info("Mounted irsafs on {}: {}/{} (uid {}, gid {}, mode {:04o}{}); fetching {}; trust: {}", mountpoint,
-               mountpoint, args.file_name, fo.uid, fo.gid, fo.mode, args.read_only ? ", read-only" : "",
-               args.prefetch ? "now" : "on first read", options.ca_source);
-  if (options.transport.tls.insecure) spdlog::warn("TLS verification is off (--insecure)");
-  if (args.prefetch) service.prefetch();
+  const FsOptions& fo = settings.fs;
+  spdlog::info("Mounted irsafs on {}: {}/{} (uid {}, gid {}, mode {:04o}{}); fetching {}; {}", mountpoint, mountpoint,
+               fo.file_name, fo.uid, fo.gid, fo.mode, fo.read_only ? ", read-only" : "",
+               settings.prefetch ? "now" : "on first read", settings.describe);
+  if (settings.prefetch) daemon.service().prefetch();
 
   fuse_loop_config* loop_config = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(loop_config, 16);
@@ -249,11 +209,9 @@ int run_mount(const ResolvedOptions& options, const MountArgs& args) {
   fuse_loop_cfg_destroy(loop_config);
 
   spdlog::info("Unmounting {}", mountpoint);
-  service.shutdown();
+  daemon.stop();
   hup_thread.request_stop();
   hup_thread.join();
-  ticker.stop();
-  fetch_thread.stop();
   fs.detach();
   fuse_session_unmount(se.get());
   fuse_remove_signal_handlers(se.get());

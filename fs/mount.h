@@ -1,31 +1,28 @@
-// `irsafs mount`: the mount lifecycle (stale-mount clean-up, daemonizing, signals) around the
-// FUSE adapter.
+// `irsafs mount`: the mount lifecycle around the FUSE adapter: the mount point (a stale mount
+// left by a killed daemon is detached), the session, daemonizing, signals, the loop. The
+// engine behind the file is a Daemon (core/daemon.h), built by the caller.
 #pragma once
 
-#include <optional>
+#include <functional>
 #include <string>
-#include <sys/types.h>
 
-#include "fetcher/log.h"
-#include "fetcher/options.h"
+#include "core/daemon.h"
+#include "fs/fuse_fs.h"
 
 namespace irsafs {
 
-struct MountArgs {
+struct MountSettings {
   std::string mountpoint;
   bool foreground = false;
-  std::string file_name = "config";
-  std::optional<uid_t> uid;
-  std::optional<gid_t> gid;
-  mode_t mode = 0644;
-  bool prefetch = false;
-  double refresh_interval_seconds = 0;
-  bool read_only = false;
-  int log_level = 2;  // spdlog::level::info
-  LogFormat log_format = LogFormat::kText;
+  bool prefetch = false;  // fetch at once instead of at the first read
+  FsOptions fs;
+  std::string describe;                 // appended to the "Mounted" log line (e.g. the trust source)
+  std::function<void()> on_terminal_lost;  // daemonized away from a terminal: move logging (syslog)
 };
 
-// Mounts and serves until unmounted or signalled. Returns the exit status.
-int run_mount(const ResolvedOptions& options, const MountArgs& args);
+// Prepares the daemon's components, mounts, daemonizes unless foreground, starts the daemon
+// and serves until unmounted or signalled (SIGTERM/SIGINT: unmount, exit 0; SIGHUP: refresh).
+// Returns the exit status.
+int run_mount(Daemon& daemon, const MountSettings& settings);
 
 }  // namespace irsafs

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "fetcher/podinfo.h"
+#include "app/podinfo.h"
 
 namespace {
 

@@ -3,13 +3,15 @@
 // the token in an error, and always end within its deadline.
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
 #include "fetcher/fetcher.h"
-#include "fetcher/validator.h"
+#include "common/validator.h"
 
 namespace {
 
@@ -36,7 +38,7 @@ class Rand final : public Random {
 // Every POST gets the same fuzzed response; each request costs 100 ms of fake time.
 class FakeTransport final : public irsafs::Transport {
  public:
-  FakeTransport(FakeClock& c, long status, std::optional<std::string> retry_after, std::string body)
+  FakeTransport(FakeClock& c, long status, std::optional<Duration> retry_after, std::string body)
       : clock_(c), status_(status), retry_after_(std::move(retry_after)), body_(std::move(body)) {}
   HttpResponse perform(const HttpRequest& r, std::stop_token) override {
     clock_.now_ += std::chrono::milliseconds(100);
@@ -56,7 +58,7 @@ class FakeTransport final : public irsafs::Transport {
  private:
   FakeClock& clock_;
   long status_;
-  std::optional<std::string> retry_after_;
+  std::optional<Duration> retry_after_;
   std::string body_;
 };
 
@@ -72,12 +74,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static constexpr long kStatuses[] = {200, 200, 200, 200, 401, 403, 404, 408, 429, 500, 503, 302, 0, 999};
   const long status = kStatuses[data[0] % std::size(kStatuses)];
   std::string_view rest(reinterpret_cast<const char*>(data) + 1, size - 1);
-  // Retry-After is the text up to the first newline when the second byte is odd.
-  std::optional<std::string> retry_after;
-  if (data[1] & 1) {
-    const std::size_t nl = rest.find('\n');
-    retry_after = std::string(rest.substr(0, nl));
-    rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+  // A Retry-After (whole seconds, as libcurl gives it; any sign) when the second byte is odd.
+  std::optional<Duration> retry_after;
+  if ((data[1] & 1) && rest.size() >= 5) {
+    std::int32_t seconds = 0;
+    std::memcpy(&seconds, rest.data() + 1, sizeof seconds);
+    retry_after = std::chrono::seconds(seconds);
+    rest.remove_prefix(5);
   }
   const std::string body(rest);
 

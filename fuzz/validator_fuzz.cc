@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "fetcher/validator.h"
+#include "common/validator.h"
 
 namespace {
 

@@ -45,6 +45,14 @@ class UniqueFd {
   ~UniqueFd() { reset(); }
   UniqueFd(const UniqueFd&) = delete;
   UniqueFd& operator=(const UniqueFd&) = delete;
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = o.release();
+    }
+    return *this;
+  }
   int get() const { return fd_; }
   int release() { return std::exchange(fd_, -1); }
   void reset() {
@@ -151,6 +159,7 @@ struct HttpServer::Impl {
   EndpointBackend& backend;
   const HttpServerOptions options;
   DaemonPtr daemon;
+  UniqueFd bound;  // bind() done, start() not yet
   std::uint16_t port = 0;
   unsigned limit = 0;
 
@@ -361,9 +370,9 @@ HttpServer::HttpServer(EndpointBackend& backend, HttpServerOptions options)
 
 HttpServer::~HttpServer() { stop(); }
 
-void HttpServer::start() {
+void HttpServer::bind() {
   Impl& s = *impl_;
-  if (s.daemon) throw HttpServerError("Cannot start the HTTP server: it runs already");
+  if (s.daemon || s.bound.get() >= 0) throw HttpServerError("Cannot bind the HTTP server: it is bound already");
   const HttpServerOptions& o = s.options;
   const std::string where = o.address.to_string();
 
@@ -431,6 +440,17 @@ void HttpServer::start() {
     throw HttpServerError("Cannot listen on " + where + ": " + std::strerror(errno));
   }
   s.port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  s.bound = std::move(fd);
+}
+
+void HttpServer::start() {
+  Impl& s = *impl_;
+  if (s.daemon) throw HttpServerError("Cannot start the HTTP server: it runs already");
+  if (s.bound.get() < 0) bind();
+  const HttpServerOptions& o = s.options;
+  const std::string where = o.address.to_string();
+  const bool v6 = o.address.ipv6();
+  UniqueFd fd = std::move(s.bound);
   struct stat socket_id {};
   ::fstat(fd.get(), &socket_id);
 

@@ -72,6 +72,10 @@ class HttpServer {
   // net.core.somaxconn) until a connection closes; beyond the backlog the kernel drops SYNs and
   // clients retry.
   void start();
+  // The binding half of start(), for a caller that must learn of a taken port before it forks
+  // (irsafs mount binds before daemonizing, so that the parent exits 1 naming the address, and
+  // starts serving after: threads do not survive fork). start() then serves on this socket.
+  void bind();
   // Stops accepting, answers every suspended /refresh with 503 "shutting down", lets answers
   // drain (at most stop_grace), then closes every connection and the socket. Idempotent;
   // called by the destructor. No request is left hanging.

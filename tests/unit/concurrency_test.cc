@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/config_service.h"
+#include "core/daemon.h"
 #include "core/runtime.h"
 #include "fetcher/fetcher.h"
 
@@ -45,39 +46,28 @@ class AlternatingTransport final : public Transport {
   int fail_every = 0;
 };
 
+// The daemon's own wiring (core/daemon.h) around a fake transport, with short hold-offs.
 struct Rig {
   explicit Rig(int fail_every = 0) {
-    transport.fail_every = fail_every;
-    FetchSettings fs;
-    fs.endpoint = "https://irsa/x";
-    fs.token_url = "http://token";
-    fs.run_id = "r";
-    fetcher = std::make_unique<Fetcher>(fs, transport, clock, random);
-    launcher = std::make_unique<FetchThread>(*fetcher);
-    ServiceOptions so;
-    so.read_deadline = std::chrono::seconds(10);
-    so.hold_off_base = std::chrono::milliseconds(1);
-    so.hold_off_cap = std::chrono::milliseconds(4);
-    so.write_quiet = std::chrono::milliseconds(1);
-    service = std::make_unique<ConfigService>(so, *launcher, clock, random);
-    ticker = std::make_unique<Ticker>(*service);
-    service->set_wake_hook([this] { ticker->wake(); });
-    launcher->start();
-    ticker->start();
-  }
-  ~Rig() {
-    service->shutdown();
-    ticker->stop();
-    launcher->stop();
+    auto t = std::make_unique<AlternatingTransport>();
+    t->fail_every = fail_every;
+    transport = t.get();
+    DaemonSettings ds;
+    ds.fetch.endpoint = "https://irsa/x";
+    ds.fetch.token_url = "http://token";
+    ds.fetch.run_id = "r";
+    ds.fetch.deadline = std::chrono::seconds(10);
+    ds.service.hold_off_base = std::chrono::milliseconds(1);
+    ds.service.hold_off_cap = std::chrono::milliseconds(4);
+    ds.service.write_quiet = std::chrono::milliseconds(1);
+    daemon = std::make_unique<Daemon>(ds, std::move(t));
+    service = &daemon->service();
+    daemon->start();
   }
 
-  AlternatingTransport transport;
-  SystemClock clock;
-  SystemRandom random;
-  std::unique_ptr<Fetcher> fetcher;
-  std::unique_ptr<FetchThread> launcher;
-  std::unique_ptr<ConfigService> service;
-  std::unique_ptr<Ticker> ticker;
+  AlternatingTransport* transport;
+  std::unique_ptr<Daemon> daemon;  // stopped by its destructor
+  ConfigService* service;
 };
 
 // Blocks until the reader's outcome arrives, like a parked FUSE open.
@@ -111,7 +101,7 @@ TEST(Concurrency, ManyColdReadersOneFetchWholeVersionsOnly) {
   }
   for (auto& r : readers) r.join();
   EXPECT_EQ(bad.load(), 0);
-  EXPECT_EQ(rig.transport.posts.load(), 1);
+  EXPECT_EQ(rig.transport->posts.load(), 1);
 }
 
 TEST(Concurrency, RefreshesWritesAndReadersTogether) {

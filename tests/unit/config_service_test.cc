@@ -6,7 +6,8 @@
 #include <cerrno>
 
 #include "fakes.h"
-#include "fetcher/validator.h"
+#include "common/validator.h"
+#include "http/metrics.h"
 
 namespace irsafs {
 namespace {
@@ -633,6 +634,295 @@ TEST_F(ServiceTest, AnOverwriteInsideASessionIsJudgedAgain) {
   EXPECT_EQ(svc->write(4, 0, "[profile b]"), 0);
   EXPECT_EQ(svc->flush(4), 0);
   EXPECT_EQ(svc->current()->bytes, "[profile b]\nregion = x\n");
+}
+
+// --- issue 11: refresh() behind /refresh ---------------------------------------------------
+
+class ServiceRefreshTest : public ServiceTest {
+ protected:
+  using Kind = RefreshResult::Kind;
+
+  // A refresh() whose answers land in answers[i], i counting the calls from 0.
+  std::size_t refresh() {
+    const std::size_t i = calls++;
+    svc->refresh([this, i](RefreshResult r) { answers[i].push_back(std::move(r)); });
+    return i;
+  }
+  // Version 1 (kV1) is served, fetched for a reader; the clock is then past any sharing.
+  void serve_v1() {
+    read(100);
+    launcher.succeed(kV1);
+    ASSERT_EQ(svc->current()->version, 1u);
+    clock.advance(seconds(5));
+  }
+  // Each of the first n calls answered exactly once; returns the answers.
+  std::vector<RefreshResult> answered_once(std::size_t n) {
+    std::vector<RefreshResult> out;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto it = answers.find(i);
+      if (it == answers.end()) {
+        ADD_FAILURE() << "refresh " << i << " not answered";
+        continue;
+      }
+      EXPECT_EQ(it->second.size(), 1u) << "refresh " << i << " answered " << it->second.size() << " times";
+      out.push_back(it->second.front());
+    }
+    return out;
+  }
+
+  std::size_t calls = 0;
+  std::map<std::size_t, std::vector<RefreshResult>> answers;
+};
+
+TEST_F(ServiceRefreshTest, ConcurrentRefreshesShareOneFetch) {
+  serve_v1();
+  for (int i = 0; i < 3; ++i) refresh();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  EXPECT_TRUE(answers.empty()) << "answered before the fetch ended";
+  EXPECT_EQ(svc->status()["refreshing"], true);
+  launcher.succeed(kV2);
+  for (const RefreshResult& r : answered_once(3)) {
+    EXPECT_EQ(r.kind, Kind::kOk);
+    EXPECT_EQ(r.version, 2u);
+    EXPECT_TRUE(r.changed);
+    EXPECT_EQ(r.bytes, std::string(kV2).size());
+    EXPECT_EQ(r.sha256, sha256_hex(kV2));
+    EXPECT_TRUE(r.why.empty());
+  }
+}
+
+TEST_F(ServiceRefreshTest, AThousandRefreshesMakeOneFetchAndEveryOneIsAnswered) {
+  serve_v1();
+  for (int i = 0; i < 600; ++i) refresh();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV2, 1);
+  for (int i = 0; i < 400; ++i) refresh();  // right after it ended: its outcome, no new fetch
+  EXPECT_TRUE(launcher.pending.empty());
+  const auto all = answered_once(1000);
+  ASSERT_EQ(all.size(), 1000u);
+  for (const RefreshResult& r : all) {
+    EXPECT_EQ(r.kind, Kind::kOk);
+    EXPECT_EQ(r.version, 2u);
+  }
+  const auto st = svc->status();
+  EXPECT_EQ(st["fetches"], 2);            // the reader's and one refresh
+  EXPECT_EQ(st["upstream_requests"], 2);  // 1 + 1
+  EXPECT_EQ(st["refreshes"]["http"], 1000);
+}
+
+TEST_F(ServiceRefreshTest, ARefreshWithinOneSecondOfTheLastSharesItsOutcomeThenFetchesAgain) {
+  serve_v1();
+  refresh();
+  launcher.succeed(kV2);
+  clock.advance(milliseconds(999));
+  refresh();  // shares the outcome at once
+  EXPECT_TRUE(launcher.pending.empty());
+  ASSERT_EQ(answers.count(1), 1u);
+  EXPECT_EQ(answers[1].front().kind, Kind::kOk);
+  EXPECT_EQ(answers[1].front().version, 2u);
+  EXPECT_TRUE(answers[1].front().changed);  // that fetch's outcome
+  clock.advance(milliseconds(1));
+  refresh();  // 1 s after: a fetch of its own
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  EXPECT_EQ(answers.count(2), 0u);
+  launcher.succeed(kV2);
+  const auto all = answered_once(3);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[2].kind, Kind::kOk);
+  EXPECT_EQ(all[2].version, 2u);
+  EXPECT_FALSE(all[2].changed);
+  EXPECT_EQ(svc->status()["fetches"], 3);
+}
+
+TEST_F(ServiceRefreshTest, AFetchNoRefreshWaitedForIsNotShared) {
+  read(1);
+  launcher.succeed(kV1);  // a reader's first fetch ends now
+  refresh();
+  EXPECT_EQ(launcher.pending.size(), 1u) << "a refresh right after a reader's fetch must fetch again";
+  EXPECT_TRUE(answers.empty());
+}
+
+TEST_F(ServiceRefreshTest, SuccessSaysWhetherTheContentChanged) {
+  serve_v1();
+  std::vector<std::uint64_t> current_when_answered;
+  auto probe = [&](RefreshResult r) {
+    // Answered without the service's lock held, after the new version is current.
+    current_when_answered.push_back(svc->current()->version);
+    EXPECT_EQ(svc->status()["version"], r.version);
+    answers[calls++].push_back(std::move(r));
+  };
+  svc->refresh(probe);
+  launcher.succeed(kV1);  // the same bytes
+  clock.advance(seconds(2));
+  svc->refresh(probe);
+  launcher.succeed(kV2);
+  const auto all = answered_once(2);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].kind, Kind::kOk);
+  EXPECT_FALSE(all[0].changed);
+  EXPECT_EQ(all[0].version, 1u);
+  EXPECT_EQ(all[0].bytes, std::string(kV1).size());
+  EXPECT_EQ(all[0].sha256, sha256_hex(kV1));
+  EXPECT_EQ(all[1].kind, Kind::kOk);
+  EXPECT_TRUE(all[1].changed);
+  EXPECT_EQ(all[1].version, 2u);
+  EXPECT_EQ(all[1].bytes, std::string(kV2).size());
+  EXPECT_EQ(all[1].sha256, sha256_hex(kV2));
+  EXPECT_EQ(current_when_answered, (std::vector<std::uint64_t>{1, 2}));
+}
+
+TEST_F(ServiceRefreshTest, AFailedRefreshKeepsTheContentAndSaysWhy) {
+  serve_v1();
+  refresh();
+  launcher.fail("irsa-svc: HTTP 503: busy");
+  const auto all = answered_once(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, Kind::kFailed);
+  EXPECT_THAT(all[0].why, HasSubstr("HTTP 503"));
+  EXPECT_FALSE(all[0].changed);
+  EXPECT_EQ(all[0].version, 1u);  // still served
+  EXPECT_EQ(all[0].sha256, sha256_hex(kV1));
+  EXPECT_EQ(svc->current()->bytes, kV1);
+  EXPECT_EQ(svc->status()["state"], "ready");
+}
+
+TEST_F(ServiceRefreshTest, ASeededMountAnswersConflictWithoutAFetch) {
+  ASSERT_EQ(svc->write(9, 0, kV1), 0);
+  ASSERT_EQ(svc->flush(9), 0);
+  ASSERT_EQ(svc->current()->source, ContentSource::kWrite);
+  refresh();
+  clock.advance(seconds(5));
+  refresh();
+  EXPECT_TRUE(launcher.pending.empty());
+  for (const RefreshResult& r : answered_once(2)) {
+    EXPECT_EQ(r.kind, Kind::kConflict);
+    EXPECT_THAT(r.why, HasSubstr("write"));
+    EXPECT_EQ(r.version, 1u);
+  }
+  EXPECT_EQ(svc->status()["fetches"], 0);
+}
+
+TEST_F(ServiceRefreshTest, ShutdownAnswersPendingRefreshes) {
+  serve_v1();
+  refresh();
+  refresh();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  svc->shutdown();
+  for (const RefreshResult& r : answered_once(2)) {
+    EXPECT_EQ(r.kind, Kind::kShuttingDown);
+    EXPECT_THAT(r.why, HasSubstr("shutting down"));
+  }
+  launcher.cancelled();  // the fetch ends afterwards: no second answer
+  clock.advance(seconds(5));
+  refresh();  // after shutdown: at once, no fetch
+  EXPECT_TRUE(launcher.pending.empty());
+  const auto all = answered_once(3);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[2].kind, Kind::kShuttingDown);
+}
+
+TEST_F(ServiceRefreshTest, AWritePublishedDuringARefreshAnswersConflict) {
+  serve_v1();
+  refresh();
+  refresh();
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  ASSERT_EQ(svc->write(9, 0, kV2), 0);  // a different text over served content: published at once
+  ASSERT_EQ(svc->current()->source, ContentSource::kWrite);
+  EXPECT_EQ(launcher.cancels, 1);
+  // Answered at once, not when the cancelled fetch gets round to ending.
+  for (const RefreshResult& r : answered_once(2)) {
+    EXPECT_EQ(r.kind, Kind::kConflict);
+    EXPECT_THAT(r.why, HasSubstr("write"));
+  }
+  launcher.succeed(kV1);  // ended before the cancel reached it
+  answered_once(2);       // still once each
+  EXPECT_EQ(svc->current()->bytes, kV2);
+  refresh();
+  EXPECT_TRUE(launcher.pending.empty());
+  EXPECT_EQ(answered_once(3)[2].kind, Kind::kConflict);
+}
+
+TEST_F(ServiceRefreshTest, ARefreshJoinsTheFirstFetchStartedByAReader) {
+  read(1);
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  refresh();
+  refresh();
+  EXPECT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV1);
+  ASSERT_TRUE(outcomes[1].content);
+  for (const RefreshResult& r : answered_once(2)) {
+    EXPECT_EQ(r.kind, Kind::kOk);
+    EXPECT_EQ(r.version, 1u);
+    EXPECT_TRUE(r.changed);
+  }
+  refresh();  // the fetch was awaited by refreshes: shared for 1 s
+  EXPECT_TRUE(launcher.pending.empty());
+  EXPECT_EQ(answered_once(3)[2].version, 1u);
+}
+
+TEST_F(ServiceRefreshTest, AFailedFirstFetchFailsItsRefreshesAndReaders) {
+  read(1);
+  refresh();
+  launcher.fail("irsa-svc: HTTP 500");
+  EXPECT_EQ(outcomes[1].error, EIO);
+  const auto all = answered_once(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, Kind::kFailed);
+  EXPECT_THAT(all[0].why, HasSubstr("HTTP 500"));
+  EXPECT_EQ(all[0].version, 0u);
+  EXPECT_TRUE(all[0].sha256.empty());
+}
+
+TEST_F(ServiceRefreshTest, ARefreshNeverWaitsPastTheFetchDeadline) {
+  serve_v1();
+  refresh();
+  ASSERT_EQ(svc->next_wakeup(), clock.now() + seconds(10) + seconds(1));  // deadline + grace
+  clock.advance(seconds(11) - milliseconds(1));
+  svc->tick();
+  EXPECT_TRUE(answers.empty());
+  clock.advance(milliseconds(1));
+  EXPECT_TICKER_SLEEPS();
+  const auto all = answered_once(1);
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].kind, Kind::kFailed);
+  EXPECT_THAT(all[0].why, HasSubstr("deadline"));
+  launcher.succeed(kV2);  // very late
+  answered_once(1);
+}
+
+TEST_F(ServiceRefreshTest, StatusCountsSuccessesAndRefreshesByTrigger) {
+  refresh_ = seconds(30);
+  make({});
+  auto st = svc->status();
+  EXPECT_EQ(st["fetch_successes"], 0);
+  EXPECT_EQ(st["refreshes"], (nlohmann::ordered_json{{"signal", 0}, {"http", 0}, {"interval", 0}}));
+  read(1);
+  launcher.succeed(kV1);  // a first fetch: no refresh
+  clock.advance(seconds(5));
+  svc->refresh_now();
+  launcher.fail("HTTP 500");
+  clock.advance(seconds(5));
+  refresh();
+  refresh();
+  launcher.succeed(kV2);
+  clock.advance(seconds(30));
+  svc->tick();  // the interval's refresh
+  ASSERT_EQ(launcher.pending.size(), 1u);
+  launcher.succeed(kV2);
+  st = svc->status();
+  EXPECT_EQ(st["fetches"], 4);
+  EXPECT_EQ(st["fetch_successes"], 3);
+  EXPECT_EQ(st["failures"], 1);
+  EXPECT_EQ(st["refreshes"]["signal"], 1);
+  EXPECT_EQ(st["refreshes"]["http"], 2);
+  EXPECT_EQ(st["refreshes"]["interval"], 1);
+  // The names /metrics reads.
+  const std::string metrics = render_metrics(st);
+  EXPECT_THAT(metrics, HasSubstr("irsafs_fetches_total{outcome=\"success\"} 3\n"));
+  EXPECT_THAT(metrics, HasSubstr("irsafs_fetches_total{outcome=\"failure\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("irsafs_refreshes_total{trigger=\"signal\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("irsafs_refreshes_total{trigger=\"http\"} 2\n"));
+  EXPECT_THAT(metrics, HasSubstr("irsafs_refreshes_total{trigger=\"interval\"} 1\n"));
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/config_service.h"
-#include "fetcher/clock.h"
+#include "common/clock.h"
 #include "fetcher/transport.h"
 
 namespace irsafs::testing {
@@ -87,7 +87,7 @@ class ScriptedTransport final : public Transport {
   }
 
   static HttpResponse ok(std::string body) { return status(200, std::move(body)); }
-  static HttpResponse status(long code, std::string body = "", std::optional<std::string> retry_after = {}) {
+  static HttpResponse status(long code, std::string body = "", std::optional<Duration> retry_after = {}) {
     HttpResponse r;
     r.outcome = HttpResponse::Outcome::kCompleted;
     r.status = code;

@@ -1,4 +1,4 @@
-#include "fetcher/options.h"
+#include "app/options.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "fetcher/podinfo.h"
+#include "app/podinfo.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

@@ -38,20 +38,6 @@ TEST(RetryPolicy, RetryAfterSetsThePaceWithJitterOnTop) {
   EXPECT_EQ(p.paced(std::chrono::hours(5), zero), p.retry_after_cap);
 }
 
-TEST(RetryAfter, ParsesSecondsAndHttpDates) {
-  const WallTime now = std::chrono::system_clock::from_time_t(784111777);  // Sun, 06 Nov 1994 08:49:37 GMT
-  EXPECT_EQ(parse_retry_after("120", now), seconds(120));
-  EXPECT_EQ(parse_retry_after(" 0 ", now), seconds(0));
-  EXPECT_EQ(parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now), seconds(10));
-  EXPECT_EQ(parse_retry_after("Sunday, 06-Nov-94 08:50:37 GMT", now), seconds(60));
-  EXPECT_EQ(parse_retry_after("Sun Nov  6 08:49:40 1994", now), seconds(3));
-  EXPECT_EQ(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Duration::zero());  // past
-  EXPECT_FALSE(parse_retry_after("soon", now));
-  EXPECT_FALSE(parse_retry_after("-5", now));
-  EXPECT_FALSE(parse_retry_after("", now));
-  EXPECT_TRUE(parse_retry_after("99999999999999999999999", now));  // huge: clamped by the caller
-}
-
 TEST(RetryableStatus, Classes) {
   for (long s : {408L, 429L, 500L, 502L, 503L, 504L, 599L}) EXPECT_TRUE(is_retryable_status(s)) << s;
   for (long s : {200L, 301L, 400L, 401L, 403L, 404L, 409L}) EXPECT_FALSE(is_retryable_status(s)) << s;

@@ -1,4 +1,4 @@
-#include "fetcher/secret.h"
+#include "common/secret.h"
 
 #include <gtest/gtest.h>
 

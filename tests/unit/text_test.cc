@@ -1,4 +1,4 @@
-#include "fetcher/text.h"
+#include "common/text.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "fetcher/validator.h"
+#include "common/validator.h"
 
 #include <gtest/gtest.h>
 

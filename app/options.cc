@@ -1,4 +1,4 @@
-#include "fetcher/options.h"
+#include "app/options.h"
 
 #include <cerrno>
 #include <cmath>
@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "fetcher/podinfo.h"
-#include "fetcher/text.h"
+#include "app/podinfo.h"
+#include "common/text.h"
 
 namespace irsafs {
 namespace {

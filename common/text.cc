@@ -1,14 +1,15 @@
-#include "fetcher/text.h"
+#include "common/text.h"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
 
 namespace irsafs {
-namespace {
 
-// The length of the well-formed UTF-8 character starting at text[i], or 0 when the bytes there
-// are not one.
-std::size_t char_len(std::string_view text, std::size_t i) {
+
+Utf8Char utf8_char_at(std::string_view text, std::size_t i) {
   const auto at = [&](std::size_t k) { return static_cast<unsigned char>(text[k]); };
   const unsigned char c = at(i);
-  if (c < 0x80) return 1;
+  if (c < 0x80) return {1, false};
   std::size_t len = 0;
   unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
   if (c >= 0xC2 && c <= 0xDF) {
@@ -22,21 +23,19 @@ std::size_t char_len(std::string_view text, std::size_t i) {
     if (c == 0xF0) lo = 0x90;  // overlong
     if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
   } else {
-    return 0;
+    return {0, false};
   }
-  if (i + len > text.size()) return 0;
   for (std::size_t k = 1; k < len; ++k) {
+    if (i + k == text.size()) return {0, true};
     const unsigned char d = at(i + k);
-    if (k == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80) return 0;
+    if (k == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80) return {0, false};
   }
-  return len;
+  return {len, false};
 }
-
-}  // namespace
 
 std::optional<std::size_t> invalid_utf8_at(std::string_view text) {
   for (std::size_t i = 0; i < text.size();) {
-    const std::size_t n = char_len(text, i);
+    const std::size_t n = utf8_char_at(text, i).len;
     if (n == 0) return i;
     i += n;
   }
@@ -48,7 +47,7 @@ std::string printable(std::string_view text, std::size_t max_bytes) {
   static constexpr std::string_view kCut = "...";
   std::string out;
   for (std::size_t i = 0; i < text.size();) {
-    const std::size_t n = char_len(text, i);
+    const std::size_t n = utf8_char_at(text, i).len;
     std::string_view piece;
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (n == 0) {
@@ -66,6 +65,16 @@ std::string printable(std::string_view text, std::size_t max_bytes) {
     i += n == 0 ? 1 : n;
   }
   return out;
+}
+
+std::string format_seconds(Duration d) { return fmt::format("{:.2f} s", std::chrono::duration<double>(d).count()); }
+
+std::string iso8601(WallTime t, bool millis) {
+  const auto secs = std::chrono::floor<std::chrono::seconds>(t);
+  const std::tm tm = fmt::gmtime(std::chrono::system_clock::to_time_t(secs));
+  if (!millis) return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", tm);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - secs).count();
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03d}Z", tm, ms);
 }
 
 }  // namespace irsafs

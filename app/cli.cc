@@ -1,4 +1,4 @@
-#include "fs/cli.h"
+#include "app/cli.h"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -14,11 +14,13 @@
 
 #include "fetcher/curl_transport.h"
 #include "fetcher/fetcher.h"
-#include "fetcher/log.h"
-#include "fetcher/options.h"
-#include "fetcher/text.h"
-#include "fs/exit_codes.h"
+#include "app/log.h"
+#include "app/options.h"
+#include "common/text.h"
+#include "common/exit_codes.h"
 #include "fs/mount.h"
+#include "app/endpoint.h"
+#include "http/listen.h"
 
 namespace irsafs {
 namespace {
@@ -28,6 +30,8 @@ Environment (used when the flag is not given):
   DOMINO_IRSA_ENDPOINT   irsa-svc URL                  (--endpoint)
   DOMINO_API_PROXY       token proxy; + /access-token  (--token-url)
   DOMINO_RUN_ID          the run id                    (--run-id)
+  DOMINO_IRSA_PROXY      the old sidecar's URL, e.g. http://localhost:6003: its
+                         host and port are where mount serves HTTP (--listen)
   POD_INFO_PATH          downward-API labels file; its label
                          dominodatalab.com/irsa-workload-type gives --workload-type
   DOMINO_IRSA_SSL_CERT   CA bundle for irsa-svc        (--ca-file); else the
@@ -37,8 +41,21 @@ Examples:
   irsafs fetch --run-id R -o /var/run/.aws/config
   irsafs mount /var/run/.aws          # then AWS_CONFIG_FILE=/var/run/.aws/config
   cat /var/run/.aws/.status           # state, source, size, sha256, errors (JSON)
+  irsafs mount --listen 127.0.0.1:6003 /var/run/.aws
+  curl localhost:6003/refresh         # fetch again now; also /healthz /readyz /metrics
 
 Exit status: 0 success, 1 the fetch or mount failed, 2 bad usage.)";
+
+// What the command line gives `irsafs mount` beyond the shared options.
+struct MountArgs {
+  std::string mountpoint;
+  bool foreground = false;
+  std::string file_name = "config";
+  bool prefetch = false;
+  double refresh_interval_seconds = 0;
+  bool read_only = false;
+  std::optional<std::string> listen;
+};
 
 struct LogArgs {
   std::string level = "info";
@@ -63,7 +80,7 @@ void add_common(CLI::App& cmd, CommonArgs& a, LogArgs& log) {
   cmd.add_option("--deadline", a.deadline_seconds, "Limit of a whole fetch, retries included")->capture_default_str()
       ->type_name("SECONDS");
   cmd.add_option("--log-level", log.level, "trace, debug, info, warn or error")->capture_default_str()
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+      ->check(CLI::IsMember(std::vector<std::string>(kLogLevels.begin(), kLogLevels.end())));
   cmd.add_option("--log-format", log.format, "text or json (logs go to stderr)")->capture_default_str()
       ->check(CLI::IsMember({"text", "json"}));
 }
@@ -186,6 +203,10 @@ int run_cli(int argc, char** argv) {
                     "Fetch again this long after each success (0: never; SIGHUP refreshes now)")->capture_default_str()
       ->type_name("SECONDS");
   mount->add_flag("--read-only", mount_args.read_only, "Refuse writes (no seeding by write)");
+  mount->add_option("--listen", mount_args.listen,
+                    "HTTP endpoints /healthz /readyz /refresh /status /metrics on ADDR:PORT, or none "
+                    "[host and port of env DOMINO_IRSA_PROXY; else none]")
+      ->type_name("ADDR:PORT");
 
   try {
     app.parse(argc, argv);
@@ -198,17 +219,12 @@ int run_cli(int argc, char** argv) {
     const int level = parse_log_level(log.level);
     const LogFormat format = parse_log_format(log.format);
     setup_logging(level, format);
-    mount_args.log_level = level;
-    mount_args.log_format = format;
     const ResolvedOptions options = resolve_options(common, process_environment());
     if (*fetch) return run_fetch(options, output);
 
     if (mode.empty() || mode.find_first_not_of("01234567") != std::string::npos || mode.size() > 4) {
       throw UsageError("--mode must be octal permission bits such as 0644, not '" + mode + "'");
     }
-    mount_args.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
-    mount_args.uid = uid;
-    mount_args.gid = gid;
     // Bounded so the interval fits the clock's range (nanoseconds in 64 bits: 292 years).
     constexpr double kMaxRefreshSeconds = 30 * 24 * 3600;
     if (!std::isfinite(mount_args.refresh_interval_seconds) || mount_args.refresh_interval_seconds < 0 ||
@@ -229,7 +245,33 @@ int run_cli(int argc, char** argv) {
     if (file.size() > NAME_MAX) {
       throw UsageError("Cannot use the file name given by --file: longer than " + std::to_string(NAME_MAX) + " bytes");
     }
-    return run_mount(options, mount_args);
+    MountSettings ms;
+    ms.mountpoint = mount_args.mountpoint;
+    ms.foreground = mount_args.foreground;
+    ms.prefetch = mount_args.prefetch;
+    ms.fs.file_name = file;
+    ms.fs.uid = uid.value_or(::getuid());
+    ms.fs.gid = gid.value_or(::getgid());
+    ms.fs.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
+    ms.fs.read_only = mount_args.read_only;
+    ms.describe = "trust: " + options.ca_source;
+    ms.on_terminal_lost = [level, format] { setup_logging(level, format, LogSink::kSyslog); };
+    DaemonSettings ds;
+    ds.fetch = options.fetch;
+    ds.service.refresh_interval =
+        std::chrono::duration_cast<Duration>(std::chrono::duration<double>(mount_args.refresh_interval_seconds));
+    ds.service.writable = !mount_args.read_only;
+    const EnvLookup env = process_environment();
+    const std::optional<ListenAddress> listen = resolve_listen(mount_args.listen, env("DOMINO_IRSA_PROXY"));
+    CurlGlobal curl;  // before any thread
+    Daemon daemon(ds, std::make_unique<CurlTransport>(options.transport));
+    if (listen) {
+      HttpServerOptions ho;
+      ho.address = *listen;
+      daemon.add(std::make_unique<EndpointComponent>(daemon.service(), ho));
+    }
+    if (options.transport.tls.insecure) spdlog::warn("TLS verification is off (--insecure)");
+    return run_mount(daemon, ms);
   } catch (const UsageError& e) {
     std::cerr << "irsafs: " << e.what() << "\nRun 'irsafs --help' for the options.\n";
     return kExitUsage;

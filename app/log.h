@@ -1,6 +1,7 @@
 // Logging set-up: spdlog to stderr (text or JSON lines) or to syslog once daemonized.
 #pragma once
 
+#include <array>
 #include <string>
 #include <string_view>
 
@@ -8,6 +9,9 @@ namespace irsafs {
 
 enum class LogFormat { kText, kJson };
 enum class LogSink { kStderr, kSyslog };
+
+// The --log-level values, as spdlog names them.
+inline constexpr std::array<std::string_view, 5> kLogLevels = {"trace", "debug", "info", "warn", "error"};
 
 // Throws std::invalid_argument naming the accepted values.
 int parse_log_level(std::string_view name);  // returns an spdlog::level::level_enum

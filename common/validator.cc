@@ -39,7 +39,9 @@
 //
 // Reasons give the rule and a line number or byte offset (1-based), never the text.
 
-#include "fetcher/validator.h"
+#include "common/validator.h"
+
+#include "common/text.h"
 
 #include <functional>
 #include <memory>
@@ -100,42 +102,20 @@ ByteCheck check_bytes(string_view text, size_t from, bool allow_truncated_tail) 
       ++i;
       continue;
     }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;  // overlong
-      if (c == 0xED) hi = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;  // overlong
-      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-    } else {
-      r.error = "invalid UTF-8 at byte " + std::to_string(i + 1);
+    const Utf8Char ch = utf8_char_at(text, i);
+    if (ch.truncated && allow_truncated_tail) {
+      r.usable = i;
       return r;
     }
-    for (size_t k = 1; k < len; ++k) {
-      if (i + k == text.size()) {
-        if (allow_truncated_tail) {
-          r.usable = i;
-          return r;
-        }
-        r.error = "invalid UTF-8 at byte " + std::to_string(i + 1) + " (truncated sequence)";
-        return r;
-      }
-      const unsigned char d = byte(text, i + k);
-      if (k == 1 ? (d < lo || d > hi) : !is_continuation_byte(d)) {
-        r.error = "invalid UTF-8 at byte " + std::to_string(i + 1);
-        return r;
-      }
+    if (ch.len == 0) {
+      r.error = "invalid UTF-8 at byte " + std::to_string(i + 1) + (ch.truncated ? " (truncated sequence)" : "");
+      return r;
     }
     if (c == 0xC2 && byte(text, i + 1) <= 0x9F) {
       r.error = at_byte(i, "control character (C1)");
       return r;
     }
-    i += len;
+    i += ch.len;
   }
   r.usable = text.size();
   return r;

@@ -1,4 +1,4 @@
-#include "fetcher/log.h"
+#include "app/log.h"
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -6,9 +6,12 @@
 #include <spdlog/spdlog.h>
 #include <syslog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+
+#include "common/text.h"
 
 namespace irsafs {
 namespace {
@@ -17,16 +20,9 @@ namespace {
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch());
-    const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char stamp[40];
-    const std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    std::snprintf(stamp + n, sizeof stamp - n, ".%03dZ", static_cast<int>(ms.count() % 1000));
     const auto level = spdlog::level::to_string_view(msg.level);
     nlohmann::json line = {
-        {"time", stamp},
+        {"time", iso8601(msg.time, /*millis=*/true)},
         {"level", std::string(level.data(), level.size())},
         {"message", std::string(msg.payload.data(), msg.payload.size())},
         {"pid", static_cast<int>(getpid())},
@@ -40,15 +36,12 @@ class JsonFormatter final : public spdlog::formatter {
 }  // namespace
 
 int parse_log_level(std::string_view name) {
-  static constexpr std::pair<std::string_view, spdlog::level::level_enum> kLevels[] = {
-      {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug}, {"info", spdlog::level::info},
-      {"warn", spdlog::level::warn},   {"error", spdlog::level::err},
-  };
-  for (const auto& [n, level] : kLevels) {
-    if (n == name) return level;
+  // spdlog's own names ("warn" and "err" included); only the ones offered are accepted.
+  if (std::find(kLogLevels.begin(), kLogLevels.end(), name) == kLogLevels.end()) {
+    throw std::invalid_argument("unknown log level '" + std::string(name) +
+                                "' (use trace, debug, info, warn or error)");
   }
-  throw std::invalid_argument("unknown log level '" + std::string(name) +
-                              "' (use trace, debug, info, warn or error)");
+  return spdlog::level::from_str(std::string(name));
 }
 
 LogFormat parse_log_format(std::string_view name) {

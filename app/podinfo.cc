@@ -7,7 +7,7 @@
 // a closed quoted string, anything after the closing quote, an unknown or malformed escape)
 // is skipped. A key that appears twice keeps its last value.
 
-#include "fetcher/podinfo.h"
+#include "app/podinfo.h"
 
 #include <fcntl.h>
 #include <unistd.h>
