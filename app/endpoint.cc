@@ -1,7 +1,5 @@
 #include "app/endpoint.h"
 
-#include <spdlog/spdlog.h>
-
 namespace irsafs {
 
 EndpointComponent::EndpointComponent(ConfigService& service, HttpServerOptions options)

@@ -177,7 +177,10 @@ int run_mount(Daemon& daemon, const MountSettings& settings) {
     if (!settings.foreground) daemonize(settings.on_terminal_lost);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
-    if (se) fuse_session_unmount(se.get());
+    if (se) {
+      fuse_session_unmount(se.get());
+      fuse_remove_signal_handlers(se.get());
+    }
     return kExitFailure;
   }
   std::jthread hup_thread;

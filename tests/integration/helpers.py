@@ -66,19 +66,6 @@ def _num(x: float) -> str:
 # Mounts
 # --------------------------------------------------------------------------------------------
 
-def _unescape_mountinfo(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def _canonical(path: str) -> str:
     # Resolve the parent only: stat() of a dead FUSE mount point itself fails (ENOTCONN).
     path = os.path.abspath(path)
@@ -86,31 +73,24 @@ def _canonical(path: str) -> str:
 
 
 def mounts() -> list:
-    """(mount point, filesystem type, source) for every mount this process sees."""
-    result = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if len(fields) >= 5 and rfields:
-                result.append((_unescape_mountinfo(fields[4]), rfields[0],
-                               _unescape_mountinfo(rfields[1]) if len(rfields) > 1 else ""))
-    return result
+    """Every mount this process sees, oldest first, as findmnt (util-linux) reads
+    /proc/self/mountinfo: dicts with id, target, fstype, source, vfs-options, fs-options."""
+    out = subprocess.run(["findmnt", "--json", "--list", "--output",
+                          "ID,TARGET,FSTYPE,SOURCE,VFS-OPTIONS,FS-OPTIONS"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out)["filesystems"]
 
 
-def mount_entry(path: str) -> Optional[tuple]:
-    """The last (topmost) mountinfo entry for path, or None."""
+def mount_entry(path: str) -> Optional[dict]:
+    """The topmost mount at path (see mounts()), or None."""
     target = _canonical(path)
-    found = None
-    for entry in mounts():
-        if entry[0] == target:
-            found = entry
-    return found
+    found = [m for m in mounts() if m["target"] == target]
+    return found[-1] if found else None
 
 
 def is_mounted(path: str, fstype_prefix: str = "fuse") -> bool:
     entry = mount_entry(path)
-    return entry is not None and entry[1].startswith(fstype_prefix)
+    return entry is not None and entry["fstype"].startswith(fstype_prefix)
 
 
 def wait_for_mount(path: str, timeout: float = 10.0, proc: Optional[subprocess.Popen] = None,
@@ -132,15 +112,9 @@ def wait_for_mount(path: str, timeout: float = 10.0, proc: Optional[subprocess.P
 
 
 def mount_ids(path: str) -> set:
-    """The mount ids (first field of mountinfo) of everything mounted at path."""
+    """The mount ids of everything mounted at path."""
     target = _canonical(path)
-    ids = set()
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split(" - ")[0].split()
-            if len(fields) >= 5 and _unescape_mountinfo(fields[4]) == target:
-                ids.add(fields[0])
-    return ids
+    return {m["id"] for m in mounts() if m["target"] == target}
 
 
 def mount_is_connected(path: str) -> bool:
