@@ -14,6 +14,8 @@ Sections (see bench/README.md for what each number means):
   fleet      N `irsafs fetch` processes against a stand-in that serves K at a time, with and
              without Retry-After, next to peer policies and prototypes
   footprint  RSS and threads idle / after 1M warm reads, binary size, exec -> mount ready
+  http       /healthz requests per second and latency with 50 concurrent clients (keep-alive,
+             and a new connection per request), daemon RSS before/after 100,000 of them
 
 These machines are shared and noisy: everything compared is measured in the same run,
 interleaved, and reported as medians and ratios. Benchmarks are not tests: nothing here fails
@@ -64,6 +66,9 @@ SIZES = {
                ("herd", 1, 0.05, {6: 1}, ["irsafs", "irsafs-client", "old-0.5x2"])]),
     "warm_reads_total": (1_000_000, 20_000),
     "mount_samples": (15, 1),
+    # /healthz with 50 concurrent clients: keep-alive requests (RSS before/after them), then
+    # requests that each open a new connection (as kubelet probes do).
+    "http_clients": (50, 50), "http_requests": (100_000, 2_000), "http_new_conn_requests": (20_000, 500),
 }
 
 CLEANUPS: list = []  # run at exit, last first
@@ -150,6 +155,11 @@ def proc_stat(pid: int) -> dict:
                 out["threads"] = int(line.split()[1])
             elif line.startswith("VmRSS:"):
                 out["rss_kib"] = int(line.split()[1])
+    with contextlib.suppress(OSError):  # Pss: shared pages divided among the processes mapping them
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    out["pss_kib"] = int(line.split()[1])
     return out
 
 
@@ -193,7 +203,7 @@ class Ctx:
     def __init__(self, args):
         self.quick = args.quick
         self.build = os.path.abspath(args.build_dir)
-        self.irsafs = os.path.join(self.build, "irsafs")
+        self.irsafs = os.path.abspath(args.irsafs) if args.irsafs else os.path.join(self.build, "irsafs")
         self.bin = os.path.join(self.build, "bench")
         self.workdir = tempfile.mkdtemp(prefix="irsafs-bench-")
         self.shm = tempfile.mkdtemp(prefix="irsafs-bench-", dir="/dev/shm")
@@ -577,6 +587,51 @@ def bench_footprint(ctx: Ctx) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# HTTP endpoints (issue 11)
+# --------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_http(ctx: Ctx) -> dict:
+    """/healthz under 50 concurrent clients (bench_http_load), on a mount with content served;
+    the daemon's RSS right before and after the keep-alive run."""
+    out = {}
+    port = free_port()
+    with mount(ctx, ["--listen", f"127.0.0.1:{port}"]) as m:
+        with open(m.file, "rb") as f:
+            f.read()
+
+        def healthz() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        wait_until(healthz, 20, "/healthz")
+        time.sleep(0.2)
+        out["before"] = proc_stat(m.pid)
+        load = [ctx.tool("bench_http_load"), "--port", str(port), "--path", "/healthz",
+                "--clients", str(ctx.size("http_clients"))]
+        # A first 1,000: the RSS that 50 connections cost (libmicrohttpd's 16 KiB pool each),
+        # apart from any growth with the number of requests.
+        out["warmup"] = run_json(load + ["--requests", "1000"], ctx.env)
+        time.sleep(0.2)
+        out["after_warmup"] = proc_stat(m.pid)
+        out["keepalive"] = run_json(load + ["--requests", str(ctx.size("http_requests"))], ctx.env)
+        time.sleep(0.2)
+        out["after"] = proc_stat(m.pid)
+        out["newconn"] = run_json(load + ["--requests", str(ctx.size("http_new_conn_requests")),
+                                          "--new-connection"], ctx.env)
+        out["after_newconn"] = proc_stat(m.pid)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------
 
@@ -673,7 +728,8 @@ def table(res: dict, quick: bool) -> list:
     f = res.get("footprint")
     if f:
         row("daemon RSS / threads, idle after mount", f"{mib(f['idle_empty']['rss_kib'])} / {f['idle_empty']['threads']}",
-            "–", "–", "–", None)
+            f"Pss {mib(f['idle_empty'].get('pss_kib'))}; after the first fetch RSS {mib(f['idle_ready']['rss_kib'])}",
+            "–", "–", None)
         before, after = f["idle_ready"], f["after_reads"]
         row(f"daemon RSS / threads after {f['reads']:,} warm reads", f"{mib(after['rss_kib'])} / {after['threads']}",
             f"before them {mib(before['rss_kib'])} / {before['threads']}",
@@ -689,6 +745,27 @@ def table(res: dict, quick: bool) -> list:
             fmt(f["mount_ready_ms"]), f"exec `irsafs --version` {fmt(f['exec_version_ms'])}",
             f"{f['mount_ready_ms'] / f['exec_version_ms']:.2f}x", "–", None)
 
+    h = res.get("http")
+    if h:
+        for key, label in (("keepalive", "keep-alive"), ("newconn", "a new connection per request")):
+            x = h[key]
+            row(f"/healthz, {x['clients']} concurrent clients, {label}: requests/s ({x['requests']:,} requests)",
+                fmt(x["rps"], 0), "–", "–", "–", None)
+            row(f"/healthz, {x['clients']} concurrent clients, {label}: latency p50 / p99 / max (ms)",
+                f"{fmt(x['p50_ms'], 2)} / {fmt(x['p99_ms'], 2)} / {fmt(x['max_ms'], 2)}", "–", "–", "–", None)
+        grew = h["after"]["rss_kib"] - h["before"]["rss_kib"]
+        row(f"daemon RSS after {h['warmup']['requests'] + h['keepalive']['requests']:,} /healthz requests "
+            f"(keep-alive)", mib(h["after"]["rss_kib"]), f"before any {mib(h['before']['rss_kib'])}",
+            f"+{grew} KiB", "< 1 MiB growth", grew < 1024)
+        grew_warm = h["after"]["rss_kib"] - h["after_warmup"]["rss_kib"]
+        row(f"… of which during the last {h['keepalive']['requests']:,} (after the first 1,000)",
+            f"+{grew_warm} KiB", f"after the first 1,000 {mib(h['after_warmup']['rss_kib'])}", "–", "≈ 0",
+            grew_warm < 256)
+        row(f"… and after {h['newconn']['requests']:,} more, each on a new connection / threads",
+            f"{mib(h['after_newconn']['rss_kib'])} / {h['after_newconn']['threads']}",
+            f"threads before {h['before']['threads']}",
+            f"+{h['after_newconn']['rss_kib'] - h['before']['rss_kib']} KiB", "–", None)
+
     head = ["metric", "irsafs", "reference", "ratio", "target", "met?"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -697,7 +774,7 @@ def table(res: dict, quick: bool) -> list:
 
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ["warm", "cold", "coalesce", "fleet", "footprint"]
+SECTIONS = ["warm", "cold", "coalesce", "fleet", "footprint", "http"]
 
 
 def main() -> int:
@@ -711,6 +788,8 @@ def main() -> int:
                                     "bench/results-quick.md with --quick)")
     p.add_argument("--json", help="raw results (default: the output with .json)")
     p.add_argument("--command", default="", help="the command line to quote in the output")
+    p.add_argument("--irsafs", help="the irsafs binary to measure (default: BUILD_DIR/irsafs); the bench "
+                                    "programs still come from --build-dir (bench/compare.sh)")
     a = p.parse_args()
 
     if not os.path.exists("/dev/fuse"):

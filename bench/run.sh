@@ -24,7 +24,7 @@ else
   cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DIRSAFS_BUILD_TESTS=OFF -DIRSAFS_BUILD_BENCH=ON \
     >"$build.configure.log" 2>&1 || { cat "$build.configure.log" >&2; exit 1; }
   cmake --build "$build" -j2 --target irsafs bench_warm_read bench_cold_readers bench_spawn_fleet \
-    bench_fleet_client >"$build.build.log" 2>&1 || { tail -50 "$build.build.log" >&2; exit 1; }
+    bench_fleet_client bench_http_load >"$build.build.log" 2>&1 || { tail -50 "$build.build.log" >&2; exit 1; }
 fi
 built=$(date +%s)
 echo "bench/run.sh: built $build in $((built - start)) s" >&2

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string_view>
 
@@ -127,19 +128,40 @@ void* ssl_malloc(size_t n, const char*, int) { return std::malloc(n); }
 void* ssl_realloc(void* p, size_t n, const char*, int) { return wiping_realloc(p, n); }
 void ssl_free(void* p, const char*, int) { wiping_free(p); }
 
+std::mutex curl_global_mutex;
+bool curl_global_done = false;  // guarded by curl_global_mutex
+
 }  // namespace
 
 CurlGlobal::CurlGlobal() {
   // Must come before OpenSSL allocates anything; fails harmlessly if it already has.
   CRYPTO_set_mem_functions(ssl_malloc, ssl_realloc, ssl_free);
+#ifdef CURL_VERSION_THREADSAFE
+  const bool threadsafe = (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_THREADSAFE) != 0;
+#else
+  const bool threadsafe = false;
+#endif
+  if (!threadsafe) ensure();  // now, while this is the only thread
+}
+
+CurlGlobal::~CurlGlobal() {
+  std::lock_guard lock(curl_global_mutex);
+  if (curl_global_done) curl_global_cleanup();
+  curl_global_done = false;
+}
+
+void CurlGlobal::ensure() {
+  std::lock_guard lock(curl_global_mutex);
+  if (curl_global_done) return;
   if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, std::malloc, wiping_free, wiping_realloc, wiping_strdup,
                            std::calloc) != CURLE_OK) {
     throw std::runtime_error("Cannot initialise libcurl");
   }
+  curl_global_done = true;
 }
-CurlGlobal::~CurlGlobal() { curl_global_cleanup(); }
 
 HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token stop) {
+  CurlGlobal::ensure();
   HttpResponse response;
   Transfer transfer{&response, settings_.max_body, false, stop};
   EasyHandle easy;

@@ -23,13 +23,22 @@ struct TransportSettings {
   std::size_t max_body = kMaxConfigBytes;       // stop reading beyond this
 };
 
-// Process-wide libcurl initialisation: construct once in main, before any thread starts.
+// Process-wide libcurl initialisation: construct once in main, before any thread starts, and
+// keep until every thread that uses libcurl has ended. The constructor only gives OpenSSL the
+// wiping allocator (which must come before OpenSSL's first allocation); libcurl itself, and with
+// it OpenSSL's TLS (about 2 MiB resident), is initialised by the first request
+// (CurlTransport::perform calls ensure()), so an idle mount does not carry it. That is safe while
+// other threads run only with a thread-safe curl_global_init (CURL_VERSION_THREADSAFE, libcurl
+// ≥ 7.84); with an older libcurl the constructor initialises it at once.
 class CurlGlobal {
  public:
   CurlGlobal();
   ~CurlGlobal();
   CurlGlobal(const CurlGlobal&) = delete;
   CurlGlobal& operator=(const CurlGlobal&) = delete;
+
+  // Initialises libcurl unless done already; throws std::runtime_error when it cannot.
+  static void ensure();
 };
 
 class CurlTransport final : public Transport {
