@@ -154,12 +154,7 @@ void ConfigService::start_fetch_locked(Effects& fx) {
   fx.launch = true;
 }
 
-Duration ConfigService::hold_off_locked() {
-  const double growth = std::ldexp(1.0, std::clamp(consecutive_failures_ - 1, 0, 30));
-  const double window = std::min(static_cast<double>(options_.hold_off_cap.count()),
-                                 static_cast<double>(options_.hold_off_base.count()) * growth);
-  return Duration(static_cast<Duration::rep>(window * (0.5 + 0.5 * random_.uniform01())));
-}
+Duration ConfigService::hold_off_locked() { return options_.hold_off.backoff(consecutive_failures_, random_); }
 
 void ConfigService::publish_locked(std::string bytes, ContentSource source, Effects& fx) {
   auto next = std::make_shared<Content>();

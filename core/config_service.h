@@ -82,9 +82,9 @@ class FetchLauncher {
 struct ServiceOptions {
   Duration read_deadline = std::chrono::seconds(60);  // no reader waits longer
   Duration refresh_interval = Duration::zero();       // zero: never
-  // After a failed fetch, the next one waits base * 2^(n-1) (capped) scaled by U(0.5, 1).
-  Duration hold_off_base = std::chrono::seconds(1);
-  Duration hold_off_cap = std::chrono::seconds(60);
+  // After n failed fetches in a row, the next one waits min(60 s, 1 s * 2^(n-1)) * U(0.5, 1).
+  RetryPolicy hold_off{.base = std::chrono::seconds(1), .growth = 2.0, .cap = std::chrono::seconds(60),
+                       .jitter_floor = 0.5};
   // A write session with no write for this long is complete (once FLUSH no longer comes).
   // Long enough that a writer pausing between two write()s is not cut in two.
   Duration write_quiet = std::chrono::seconds(1);

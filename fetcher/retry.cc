@@ -17,7 +17,7 @@ Duration RetryPolicy::backoff(int attempt, Random& random) const {
   // base * growth^(attempt-1), in double and clamped so large attempts cannot overflow.
   const double factor = std::pow(growth, std::clamp(attempt - 1, 0, 200));
   const double window_ns = std::min(static_cast<double>(cap.count()), static_cast<double>(base.count()) * factor);
-  return Duration(static_cast<Duration::rep>(window_ns * random.uniform01()));
+  return Duration(static_cast<Duration::rep>(window_ns * (jitter_floor + (1 - jitter_floor) * random.uniform01())));
 }
 
 Duration RetryPolicy::paced(Duration retry_after, Random& random) const {

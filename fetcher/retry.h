@@ -1,5 +1,6 @@
 // Retry schedule for calls to irsa-svc: exponential backoff with full jitter, paced by the
-// server's Retry-After when it sends one.
+// server's Retry-After when it sends one. The same rule, with other numbers, spaces the mount's
+// fetches after failures (ServiceOptions::hold_off).
 #pragma once
 
 #include <optional>
@@ -17,6 +18,9 @@ struct RetryPolicy {
   Duration base = std::chrono::milliseconds(1500);
   double growth = 1.5;
   Duration cap = std::chrono::seconds(8);
+  // The jitter's floor: the delay is U(floor, 1) of the window. 0 is full jitter (retries of
+  // one fetch); the mount's hold-off between failed fetches keeps at least half its window.
+  double jitter_floor = 0.0;
   // A Retry-After of R seconds: sleep R + U(0, R) (the server sets the pace; the jitter spreads
   // the clients it just shed), never more than this.
   Duration retry_after_cap = std::chrono::seconds(120);

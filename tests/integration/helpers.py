@@ -242,6 +242,26 @@ def run_in_thread(fn, timeout: float = 10.0):
     return box["value"]
 
 
+def start_readers(path: str, n: int, gate: Optional[threading.Barrier] = None) -> tuple:
+    """Starts n daemon threads that each read `path` whole (after waiting at `gate`, when
+    given, so that they arrive together). Returns (threads, results): results[i] becomes the
+    bytes reader i got, or the OSError it got instead."""
+    results: list = [None] * n
+
+    def reader(i):
+        if gate is not None:
+            gate.wait()
+        try:
+            with open(path, "rb") as f:
+                results[i] = f.read()
+        except OSError as e:
+            results[i] = e
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
 def read_bytes(path: str, timeout: float = 20.0) -> bytes:
     """open + read + close with a hang guard."""
     def read():

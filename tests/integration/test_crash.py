@@ -84,6 +84,8 @@ def test_kill_9_while_readers_wait(standin, mounter):
     try:
         m.wait_status(lambda s: s["waiting_readers"] == n, timeout=20,
                       what=f"{n} parked readers")
+        # The readers park before the fetch's POST reaches irsa-svc (token, TLS first).
+        assert standin.wait_for_requests(1, timeout=20), "the readers' fetch never reached irsa-svc"
         assert standin.irsa_count == 1
         killed_at = time.monotonic()
         m.kill()  # SIGKILL, then reap

@@ -8,12 +8,10 @@ hanging (and no mount is left behind).
 from __future__ import annotations
 
 import errno
-import json
 import mmap
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,7 +19,7 @@ import time
 import pytest
 
 from helpers import (DEBIAN_PYTHON, collect_json, errno_of, fuse_skip_reason, read_bytes,
-                     realistic_config, run_in_thread, wait_until)
+                     realistic_config, run_in_thread, start_readers, wait_until)
 
 _reason = fuse_skip_reason()
 if _reason:
@@ -309,17 +307,7 @@ def test_torn_status_reads_during_a_fetch_with_waiting_readers(standin, mounter)
     standin.set_default({"delay": 6.0})
     m = mounter(standin)
     n = 9
-    results: list = [None] * n
-
-    def reader(i):
-        try:
-            with open(m.file, "rb") as f:
-                results[i] = f.read()
-        except OSError as e:
-            results[i] = e
-    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
+    threads, results = start_readers(m.file, n)
     assert standin.wait_for_requests(1, timeout=10)
     stop = threading.Event()
 

@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional
 import pytest
 
 from helpers import (DEBIAN_PYTHON, errno_of, fuse_skip_reason, is_mounted, mount_args, pid_alive, read_bytes,
-                     realistic_config, wait_until)
+                     realistic_config, start_readers, wait_until)
 from metrics_parse import parse as parse_metrics
 
 _reason = fuse_skip_reason()
@@ -713,19 +713,8 @@ def test_healthz_answers_while_1000_readers_wait_on_a_slow_fetch(standin, mounte
     standin.set_config(LARGE)
     standin.set_default({"delay": 4.0})
     m = ep_mount(mounter, standin, deadline=30)
-    results: list = [None] * n
     gate = threading.Barrier(n + 1)
-
-    def reader(i):
-        gate.wait()
-        try:
-            with open(m.file, "rb") as f:
-                results[i] = f.read()
-        except OSError as e:
-            results[i] = e
-    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
+    threads, results = start_readers(m.file, n, gate)
     prober = Prober(m.port, tmp_path)
     gate.wait(timeout=60)
     assert standin.wait_for_requests(1, timeout=15)

@@ -24,7 +24,7 @@ from datetime import datetime
 import pytest
 
 from helpers import (errno_of, run_python_workers, DEBIAN_AWS, DEBIAN_PYTHON, clean_env, fuse_skip_reason,
-                     is_mounted, profile_names, read_bytes, realistic_config, wait_until)
+                     is_mounted, profile_names, read_bytes, realistic_config, start_readers, wait_until)
 
 _reason = fuse_skip_reason()
 if _reason:
@@ -77,20 +77,8 @@ def test_500_concurrent_first_readers_share_one_fetch(standin, mounter):
     standin.set_default({"delay": 2.0})  # every POST is slow: the readers pile up
     m = mounter(standin)
 
-    results: list = [None] * n
     gate = threading.Barrier(n + 1)
-
-    def reader(i):
-        gate.wait()
-        try:
-            with open(m.file, "rb") as f:
-                results[i] = f.read()
-        except OSError as e:
-            results[i] = e
-
-    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
+    threads, results = start_readers(m.file, n, gate)
     gate.wait(timeout=30)
     assert standin.wait_for_requests(1, timeout=10), "the first reader must start a fetch"
 
@@ -244,20 +232,11 @@ def test_failed_fetch_gives_eio_keeps_running_and_recovers_after_hold_off(standi
 
     # Several readers wait for the same (failing) fetch: every one gets EIO.
     n = 20
-    errors: list = [None] * n
-
-    def reader(i):
-        try:
-            with open(m.file, "rb") as f:
-                errors[i] = f.read()
-        except OSError as e:
-            errors[i] = e.errno
     t0 = time.monotonic()
-    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
+    threads, results = start_readers(m.file, n)
     for t in threads:
         t.join(timeout=15)
+    errors = [r.errno if isinstance(r, OSError) else r for r in results]
     assert time.monotonic() - t0 < 5, "the readers waited longer than the deadline allows"
     assert errors == [errno.EIO] * n, errors
     assert m.alive() and is_mounted(m.path), "the daemon must stay up after a failed fetch"

@@ -57,8 +57,8 @@ struct Rig {
     ds.fetch.token_url = "http://token";
     ds.fetch.run_id = "r";
     ds.fetch.deadline = std::chrono::seconds(10);
-    ds.service.hold_off_base = std::chrono::milliseconds(1);
-    ds.service.hold_off_cap = std::chrono::milliseconds(4);
+    ds.service.hold_off.base = std::chrono::milliseconds(1);
+    ds.service.hold_off.cap = std::chrono::milliseconds(4);
     ds.service.write_quiet = std::chrono::milliseconds(1);
     daemon = std::make_unique<Daemon>(ds, std::move(t));
     service = &daemon->service();

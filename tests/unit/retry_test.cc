@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "core/config_service.h"
 #include "fakes.h"
 
 namespace irsafs {
@@ -27,6 +28,19 @@ TEST(RetryPolicy, FullJitterWindowGrowsUpToTheCap) {
   EXPECT_EQ(p.backoff(1, half), milliseconds(750));
   RetryPolicy doubling{.base = milliseconds(500), .growth = 2.0, .cap = seconds(20)};
   EXPECT_EQ(doubling.backoff(3, top), seconds(2));
+}
+
+// The mount's hold-off between failed fetches is the same rule: 1 s doubling to 60 s, keeping
+// at least half of each window (ServiceOptions::hold_off).
+TEST(RetryPolicy, TheHoldOffKeepsHalfItsWindow) {
+  const RetryPolicy p = ServiceOptions{}.hold_off;
+  FakeRandom zero(0.0), top(1.0);
+  EXPECT_EQ(p.backoff(1, zero), milliseconds(500));
+  EXPECT_EQ(p.backoff(1, top), seconds(1));
+  EXPECT_EQ(p.backoff(3, zero), seconds(2));
+  EXPECT_EQ(p.backoff(3, top), seconds(4));
+  EXPECT_EQ(p.backoff(7, top), seconds(60));  // 64 s capped
+  EXPECT_EQ(p.backoff(7, zero), seconds(30));
 }
 
 TEST(RetryPolicy, RetryAfterSetsThePaceWithJitterOnTop) {
