@@ -12,14 +12,14 @@
 #include <filesystem>
 #include <iostream>
 
-#include "fetcher/curl_transport.h"
-#include "fetcher/fetcher.h"
+#include "app/endpoint.h"
 #include "app/log.h"
 #include "app/options.h"
-#include "common/text.h"
 #include "common/exit_codes.h"
+#include "common/text.h"
+#include "fetcher/curl_transport.h"
+#include "fetcher/fetcher.h"
 #include "fs/mount.h"
-#include "app/endpoint.h"
 #include "http/listen.h"
 
 namespace irsafs {

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "common/clock.h"
-#include "fetcher/fetcher.h"
 #include "common/validator.h"
+#include "fetcher/fetcher.h"
 
 namespace irsafs {
 
@@ -149,7 +149,6 @@ class ConfigService {
   std::optional<TimePoint> next_wakeup() const;
   void shutdown();      // fail waiters with EIO, start no more fetches
   nlohmann::ordered_json status() const;
-
 
  private:
   struct Parked {

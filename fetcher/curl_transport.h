@@ -6,8 +6,8 @@
 #include <string>
 
 #include "common/clock.h"
-#include "fetcher/transport.h"
 #include "common/validator.h"
+#include "fetcher/transport.h"
 
 namespace irsafs {
 

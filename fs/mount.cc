@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/daemon.h"
 #include "common/exit_codes.h"
+#include "core/daemon.h"
 #include "fs/fuse_fs.h"
 
 extern char** environ;

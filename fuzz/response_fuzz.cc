@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "fetcher/fetcher.h"
 #include "common/validator.h"
+#include "fetcher/fetcher.h"
 
 namespace {
 

@@ -5,8 +5,8 @@
 
 #include <cerrno>
 
-#include "fakes.h"
 #include "common/validator.h"
+#include "fakes.h"
 #include "http/metrics.h"
 
 namespace irsafs {

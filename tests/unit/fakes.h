@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "core/config_service.h"
 #include "common/clock.h"
+#include "core/config_service.h"
 #include "fetcher/transport.h"
 
 namespace irsafs::testing {

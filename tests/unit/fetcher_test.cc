@@ -8,8 +8,8 @@
 #include <spdlog/spdlog.h>
 #include <sstream>
 
-#include "fakes.h"
 #include "common/text.h"
+#include "fakes.h"
 
 namespace irsafs {
 namespace {
