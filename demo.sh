@@ -39,8 +39,12 @@ AWS_CONFIG_FILE=$work/aws/config
 export DOMINO_IRSA_ENDPOINT DOMINO_API_PROXY DOMINO_IRSA_SSL_CERT DOMINO_RUN_ID AWS_CONFIG_FILE
 mkdir -p "$work/aws"
 
-echo "\$ irsafs mount $work/aws"
-build-demo/irsafs mount "$work/aws"
+# The old sidecar's port in a pod is 6003 (DOMINO_IRSA_PROXY); here any free one.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+get() { python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://127.0.0.1:$port$1"; }
+
+echo "\$ irsafs mount --listen 127.0.0.1:$port $work/aws"
+build-demo/irsafs mount --listen "127.0.0.1:$port" "$work/aws"
 echo
 echo "\$ ls -la $work/aws        # nothing fetched yet (stat shows size 0 before the first read)"
 ls -la "$work/aws"
@@ -50,6 +54,10 @@ cat "$AWS_CONFIG_FILE"
 echo
 echo "\$ cat $work/aws/.status"
 cat "$work/aws/.status"
+echo
+echo "\$ curl http://127.0.0.1:$port/healthz; curl http://127.0.0.1:$port/refresh   # as the old sidecar"
+get /healthz
+get /refresh
 echo
 echo "\$ fusermount3 -u $work/aws"
 fusermount3 -u "$work/aws"
