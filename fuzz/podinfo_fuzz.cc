@@ -1,4 +1,4 @@
-// libFuzzer target for fetcher/podinfo.cc: no crash, no sanitizer report, and a round trip:
+// libFuzzer target for app/podinfo.cc: no crash, no sanitizer report, and a round trip:
 // every label parsed from the input, written back as key="value" with each value byte escaped
 // as \xNN (one of the forms Go's %q uses), parses back to the same labels. Keys are never
 // empty and never contain '=' or '\n'.

@@ -1,4 +1,4 @@
-// libFuzzer target for fetcher/validator.cc: no crash, no sanitizer report, and these
+// libFuzzer target for common/validator.cc: no crash, no sanitizer report, and these
 // invariants on any input x:
 //   - validate_config(x) passes => validate_config_prefix(x[:k]) passes for every k (for inputs
 //     over 1 KiB: for a spread of k and around every line ending), and x has
