@@ -19,7 +19,8 @@
 
 #include "common/clock.h"
 #include "common/validator.h"
-#include "fetcher/fetcher.h"
+#include "fetcher/result.h"
+#include "fetcher/retry.h"
 
 namespace irsafs {
 

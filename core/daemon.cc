@@ -1,6 +1,16 @@
 #include "core/daemon.h"
 
 namespace irsafs {
+namespace {
+
+std::unique_ptr<ConfigSource> make_source(const DaemonSettings& s, Transport& transport, Clock& clock,
+                                          Random& random) {
+  if (s.source) return s.source(SourceContext{s.fetch, transport, clock, random});
+  return std::make_unique<Fetcher>(s.fetch, transport, clock, random);
+}
+
+}  // namespace
+
 ServiceOptions Daemon::service_options(const DaemonSettings& settings) {
   ServiceOptions so = settings.service;
   so.read_deadline = settings.fetch.deadline;
@@ -14,8 +24,8 @@ Daemon::Daemon(DaemonSettings settings, std::unique_ptr<Transport> transport, Cl
       own_random_(random ? nullptr : std::make_unique<SystemRandom>()),
       clock_(clock ? *clock : *own_clock_),
       random_(random ? *random : *own_random_),
-      fetcher_(settings_.fetch, *transport_, clock_, random_),
-      fetch_thread_(fetcher_),
+      source_(make_source(settings_, *transport_, clock_, random_)),
+      fetch_thread_(*source_),
       service_(service_options(settings_), fetch_thread_, clock_, random_),
       ticker_(service_) {
   service_.set_wake_hook([this] { ticker_.wake(); });

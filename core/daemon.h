@@ -1,4 +1,4 @@
-// The daemon's engine, wired once: Transport → Fetcher → FetchThread → ConfigService → Ticker,
+// The daemon's engine, wired once: Transport → ConfigSource → FetchThread → ConfigService → Ticker,
 // plus the components that plug into it (the HTTP endpoint today; peers and verification
 // next). The program builds it with libcurl; tests and benchmarks with a fake Transport. The
 // FUSE adapter and the mount lifecycle (fs/) sit on top and know nothing of this wiring.
@@ -9,6 +9,7 @@
 // ticker and the fetch thread stop). See docs/THREADING.md.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -16,12 +17,25 @@
 #include "core/config_service.h"
 #include "core/runtime.h"
 #include "fetcher/fetcher.h"
+#include "fetcher/source.h"
 #include "fetcher/transport.h"
 
 namespace irsafs {
 
+// What a source is built from: the daemon's transport, clock and random, which outlive it.
+struct SourceContext {
+  const FetchSettings& fetch;
+  Transport& transport;
+  Clock& clock;
+  Random& random;
+};
+using SourceFactory = std::function<std::unique_ptr<ConfigSource>(const SourceContext&)>;
+
 struct DaemonSettings {
+  // The fetch's settings. Whatever the source, fetch.deadline bounds a fetch and a reader.
   FetchSettings fetch;
+  // Builds the source of fetches; unset: irsa-svc itself (a Fetcher on `fetch`).
+  SourceFactory source;
   // The service's tuning (refresh interval, writable, hold-off, write quiet period). Its
   // read_deadline is not taken from here: see service_options().
   ServiceOptions service;
@@ -69,7 +83,7 @@ class Daemon {
   std::unique_ptr<Random> own_random_;
   Clock& clock_;
   Random& random_;
-  Fetcher fetcher_;
+  std::unique_ptr<ConfigSource> source_;
   FetchThread fetch_thread_;
   ConfigService service_;
   Ticker ticker_;

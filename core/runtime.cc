@@ -60,7 +60,7 @@ void FetchThread::loop(std::stop_token stop) {
       // (cancelled) result.
       std::stop_callback on_stop(stop, [&own] { own.request_stop(); });
       try {
-        result = fetcher_.fetch(own.get_token());
+        result = source_.fetch(own.get_token());
       } catch (const std::exception& e) {
         // Never let an exception end the daemon from this thread (std::terminate): the
         // fetch fails with the reason, and readers get EIO.

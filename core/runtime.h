@@ -13,13 +13,13 @@
 #include <thread>
 
 #include "core/config_service.h"
-#include "fetcher/fetcher.h"
+#include "fetcher/source.h"
 
 namespace irsafs {
 
 class FetchThread final : public FetchLauncher {
  public:
-  explicit FetchThread(Fetcher& fetcher) : fetcher_(fetcher) {}
+  explicit FetchThread(ConfigSource& source) : source_(source) {}
   ~FetchThread() override;  // cancels a running fetch and joins
   void launch(std::function<void(FetchResult)> done) override;  // queued until start()
   // Stops the running fetch through its own stop token (its backoff sleeps, and curl through
@@ -31,7 +31,7 @@ class FetchThread final : public FetchLauncher {
  private:
   void loop(std::stop_token stop);
 
-  Fetcher& fetcher_;
+  ConfigSource& source_;
   std::mutex mu_;
   std::condition_variable_any cv_;
   // Launches, numbered 1, 2, ...; those up to cancelled_through_ are cancelled.

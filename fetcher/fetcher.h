@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "fetcher/retry.h"
+#include "fetcher/source.h"
 #include "fetcher/transport.h"
 
 namespace irsafs {
@@ -21,24 +22,14 @@ struct FetchSettings {
   RetryPolicy retry;
 };
 
-struct FetchResult {
-  bool ok = false;
-  bool cancelled = false;
-  std::string content;  // the validated config when ok
-  std::string error;    // why it failed, one line, never the token or the content
-  int attempts = 0;     // rounds of token + POST
-  int requests = 0;     // POSTs that reached irsa-svc (or tried to)
-  int token_requests = 0;
-  Duration elapsed{};
-};
-
-class Fetcher {
+// The config from irsa-svc: a fresh token from token_url, then the POST.
+class Fetcher final : public ConfigSource {
  public:
   Fetcher(FetchSettings settings, Transport& transport, Clock& clock, Random& random)
       : settings_(std::move(settings)), transport_(transport), clock_(clock), random_(random) {}
 
   // Blocks until success, a permanent failure, the deadline, or `stop`.
-  FetchResult fetch(std::stop_token stop = {});
+  FetchResult fetch(std::stop_token stop = {}) override;
 
   const FetchSettings& settings() const { return settings_; }
 
