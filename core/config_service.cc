@@ -65,9 +65,13 @@ void ConfigService::set_content_listener(std::function<void(const ContentPtr&, c
   on_content_ = std::move(f);
 }
 
-void ConfigService::set_status_extras(std::function<void(nlohmann::ordered_json&)> f) {
+void ConfigService::set_status_extras(const std::string& owner, std::function<void(nlohmann::ordered_json&)> f) {
   std::lock_guard lock(mu_);
-  status_extras_ = std::move(f);
+  if (f) {
+    status_extras_[owner] = std::move(f);
+  } else {
+    status_extras_.erase(owner);
+  }
 }
 
 void ConfigService::set_wake_hook(std::function<void()> f) {
@@ -600,12 +604,12 @@ State ConfigService::state_locked() const {
 
 nlohmann::ordered_json ConfigService::status() const {
   nlohmann::ordered_json j = own_status();
-  std::function<void(nlohmann::ordered_json&)> extras;
+  std::map<std::string, std::function<void(nlohmann::ordered_json&)>> extras;
   {
     std::lock_guard lock(mu_);
     extras = status_extras_;
   }
-  if (extras) extras(j);  // without the lock: the adapter takes its own
+  for (const auto& [owner, add] : extras) add(j);  // without the lock: each takes its own
   return j;
 }
 

@@ -101,9 +101,10 @@ class ConfigService {
 
   // Called (without locks) after a new version is published; `before` may be null.
   void set_content_listener(std::function<void(const ContentPtr& now, const ContentPtr& before)> f);
-  // Adds fields to status() (called without the service's lock): the FUSE adapter's file name
-  // and request count, so that .status and the HTTP /status are one rendering.
-  void set_status_extras(std::function<void(nlohmann::ordered_json&)> f);
+  // Adds fields to status() (called without the service's lock), one function per contributor
+  // `owner` (an empty function removes it): the FUSE adapter's file name and request count, and
+  // what other components report, so that .status and the HTTP /status are one rendering.
+  void set_status_extras(const std::string& owner, std::function<void(nlohmann::ordered_json&)> f);
   // Called (without locks) when next_wakeup() may have moved earlier.
   void set_wake_hook(std::function<void()> f);
   // Called (without locks) when written bytes were not published (a refused write, a rejected
@@ -204,7 +205,7 @@ class ConfigService {
   Random& random_;
   std::function<void(const ContentPtr&, const ContentPtr&)> on_content_;
   std::function<void()> wake_;
-  std::function<void(nlohmann::ordered_json&)> status_extras_;  // guarded by mu_
+  std::map<std::string, std::function<void(nlohmann::ordered_json&)>> status_extras_;  // guarded by mu_
   std::function<void()> on_discard_;
 
   mutable std::mutex mu_;

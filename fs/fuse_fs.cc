@@ -45,7 +45,7 @@ FuseFs::FuseFs(ConfigService& service, FsOptions options)
   service_.set_content_listener([this](const ContentPtr& now, const ContentPtr& before) { on_new_version(now, before); });
   service_.set_discard_listener([this] { on_discarded_write(); });
   // .status and the HTTP /status are one rendering: the service's, with the adapter's fields.
-  service_.set_status_extras([this](nlohmann::ordered_json& j) {
+  service_.set_status_extras("fs", [this](nlohmann::ordered_json& j) {
     j["file"] = options_.file_name;
     j["fuse_requests"] = requests_.load();
   });
@@ -54,7 +54,7 @@ FuseFs::FuseFs(ConfigService& service, FsOptions options)
 FuseFs::~FuseFs() {
   service_.set_content_listener({});
   service_.set_discard_listener({});
-  service_.set_status_extras({});
+  service_.set_status_extras("fs", {});
   detach();
 }
 
