@@ -42,6 +42,7 @@ Examples:
   irsafs mount /var/run/.aws          # then AWS_CONFIG_FILE=/var/run/.aws/config
   cat /var/run/.aws/.status           # state, source, size, sha256, errors (JSON)
   irsafs mount --listen 127.0.0.1:6003 /var/run/.aws
+  irsafs mount -f --link /var/run/.aws/config /var/run/.aws/.irsafs   # a sidecar
   curl localhost:6003/refresh         # fetch again now; also /healthz /readyz /metrics
 
 Exit status: 0 success, 1 the fetch or mount failed, 2 bad usage.)";
@@ -55,6 +56,7 @@ struct MountArgs {
   double refresh_interval_seconds = 0;
   bool read_only = false;
   std::optional<std::string> listen;
+  std::optional<std::string> link;
 };
 
 struct LogArgs {
@@ -203,6 +205,11 @@ int run_cli(int argc, char** argv) {
                     "Fetch again this long after each success (0: never; SIGHUP refreshes now)")->capture_default_str()
       ->type_name("SECONDS");
   mount->add_flag("--read-only", mount_args.read_only, "Refuse writes (no seeding by write)");
+  mount->add_option("--link", mount_args.link,
+                    "Once mounted, make PATH a symbolic link to the file (replacing what is there); removed "
+                    "at unmount. For a sidecar: mount on a subdirectory of the shared volume, link "
+                    "AWS_CONFIG_FILE")
+      ->type_name("PATH");
   mount->add_option("--listen", mount_args.listen,
                     "HTTP endpoints /healthz /readyz /refresh /status /metrics on ADDR:PORT, or none "
                     "[host and port of env DOMINO_IRSA_PROXY; else none]")
@@ -254,6 +261,7 @@ int run_cli(int argc, char** argv) {
     ms.fs.gid = gid.value_or(::getgid());
     ms.fs.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
     ms.fs.read_only = mount_args.read_only;
+    ms.link = mount_args.link;
     ms.describe = "trust: " + options.ca_source;
     ms.on_terminal_lost = [level, format] { setup_logging(level, format, LogSink::kSyslog); };
     DaemonSettings ds;

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -53,8 +54,6 @@ int run_quietly(std::vector<std::string> argv) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-// Checks the mount point and clears a stale mount left by a killed daemon. Returns the
-// canonical path.
 // The daemon of an earlier mount died: its mount answers "Transport endpoint is not
 // connected". stat() of the mount point may still succeed from cached attributes; statfs()
 // always asks the daemon.
@@ -97,6 +96,42 @@ std::string prepare_mountpoint(const std::string& path) {
     throw MountError("Cannot mount on " + path + ": it is busy, something is already mounted there (unmount it first)");
   }
   return resolved;
+}
+
+// What `--link PATH` points at: relative when the file is inside PATH's directory (a sidecar's
+// mount on a subdirectory of the shared volume: the link then works wherever another container
+// mounts that volume), else absolute.
+std::string link_target(const std::string& link, const std::string& file) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::absolute(link).lexically_normal().parent_path();
+  const fs::path rel = fs::path(file).lexically_relative(dir);
+  if (!rel.empty() && *rel.begin() != "..") return rel.string();
+  return file;
+}
+
+// Makes `link` a symbolic link to `target`, replacing a file or link there in one rename, so a
+// reader of `link` sees the old file or the new link, never nothing.
+void make_link(const std::string& link, const std::string& target) {
+  const std::string tmp = link + ".irsafs-link";
+  ::unlink(tmp.c_str());
+  if (::symlink(target.c_str(), tmp.c_str()) != 0) {
+    const int err = errno;
+    throw MountError("Cannot create the link " + link + ": " + std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), link.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw MountError("Cannot create the link " + link + ": " + std::strerror(err) +
+                     (err == EISDIR ? " (a directory is there)" : ""));
+  }
+}
+
+// Removes `link` if it still points at `target` (another process may have replaced it).
+void remove_link(const std::string& link, const std::string& target) {
+  std::error_code ec;
+  if (std::filesystem::read_symlink(link, ec) == target && !ec && ::unlink(link.c_str()) != 0) {
+    spdlog::warn("Cannot remove the link {}: {}", link, std::strerror(errno));
+  }
 }
 
 // RAII for the parts of a libfuse session.
@@ -169,14 +204,20 @@ int run_mount(Daemon& daemon, const MountSettings& settings) {
   const BlockedSignals hup_everywhere({SIGHUP});
   FuseFs fs(daemon.service(), settings.fs);
   std::string mountpoint;
+  std::string link_to;  // the target of settings.link once made
   SessionPtr se;
   try {
     mountpoint = prepare_mountpoint(settings.mountpoint);
     daemon.prepare();  // e.g. the endpoint's port: taken → exit 1 before anything is mounted
     se = mount_session(fs, mountpoint, settings.fs.read_only);
+    if (settings.link) {
+      link_to = link_target(*settings.link, mountpoint + "/" + settings.fs.file_name);
+      make_link(*settings.link, link_to);
+    }
     if (!settings.foreground) daemonize(settings.on_terminal_lost);
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
+    if (!link_to.empty()) remove_link(*settings.link, link_to);
     if (se) {
       fuse_session_unmount(se.get());
       fuse_remove_signal_handlers(se.get());
@@ -200,8 +241,9 @@ int run_mount(Daemon& daemon, const MountSettings& settings) {
     });
   }
   const FsOptions& fo = settings.fs;
-  spdlog::info("Mounted irsafs on {}: {}/{} (uid {}, gid {}, mode {:04o}{}); fetching {}; {}", mountpoint, mountpoint,
+  spdlog::info("Mounted irsafs on {}: {}/{} (uid {}, gid {}, mode {:04o}{}){}; fetching {}; {}", mountpoint, mountpoint,
                fo.file_name, fo.uid, fo.gid, fo.mode, fo.read_only ? ", read-only" : "",
+               settings.link ? fmt::format(", linked from {} -> {}", *settings.link, link_to) : "",
                settings.prefetch ? "now" : "on first read", settings.describe);
   if (settings.prefetch) daemon.service().prefetch();
 
@@ -212,6 +254,7 @@ int run_mount(Daemon& daemon, const MountSettings& settings) {
   fuse_loop_cfg_destroy(loop_config);
 
   spdlog::info("Unmounting {}", mountpoint);
+  if (settings.link) remove_link(*settings.link, link_to);
   daemon.stop();
   hup_thread.request_stop();
   hup_thread.join();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/daemon.h"
@@ -16,6 +17,10 @@ struct MountSettings {
   bool foreground = false;
   bool prefetch = false;  // fetch at once instead of at the first read
   FsOptions fs;
+  // Made a symbolic link to the mounted file once the mount is up, removed at unmount: a
+  // sidecar mounts on a subdirectory of the shared volume and links AWS_CONFIG_FILE to it
+  // (docs/deploy.md says why).
+  std::optional<std::string> link;
   std::string describe;                 // appended to the "Mounted" log line (e.g. the trust source)
   std::function<void()> on_terminal_lost;  // daemonized away from a terminal: move logging (syslog)
 };

@@ -249,3 +249,56 @@ def test_bad_mount_options_exit_2(standin, mounter, extra, message):
     assert m.parent_rc == 2, m.log()
     assert message in m.log()
     assert not is_mounted(m.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# --link: the sidecar's shape (a mount on a subdirectory of the shared volume, the config's path
+# a link to it)
+# ---------------------------------------------------------------------------------------------
+
+def test_link_points_at_the_file_and_survives_a_daemon_restart(standin, mounter, tmp_path):
+    volume = tmp_path / "aws"
+    volume.mkdir()
+    (volume / "config").write_text("left by the old sidecar\n")  # replaced, never read
+    mnt = volume / ".irsafs"
+    mnt.mkdir()
+    link = str(volume / "config")
+    old = mounter(standin, "--link", link, mountpoint=str(mnt))
+    assert os.readlink(link) == ".irsafs/config", "relative: the volume may be mounted anywhere"
+    with open(link, "rb") as f:
+        assert f.read() == standin.config_bytes
+    old.wait_log(r"linked from " + link + r" -> \.irsafs/config")
+
+    # The daemon dies: the link stays, the dead mount answers ENOTCONN at once (no hang; the
+    # file's cached pages may still be read); a new daemon detaches it and serves through the
+    # same link.
+    old.kill()
+    assert errno_of(lambda: os.listdir(mnt)) == errno.ENOTCONN
+    standin.set_config("[profile after-restart]\nregion = eu-west-1\n")
+    new = mounter(standin, "--link", link, mountpoint=str(mnt))
+    with open(link, "rb") as f:
+        assert f.read() == standin.config_bytes
+
+    # SIGTERM: unmounted, the link removed: a reader gets ENOENT at once.
+    assert new.stop() == 0, new.log()
+    assert not is_mounted(str(mnt))
+    assert not os.path.lexists(link)
+    assert errno_of(lambda: open(link, "rb")) == errno.ENOENT
+
+
+def test_link_outside_the_mount_points_directory_is_absolute(standin, mounter, tmp_path):
+    link = tmp_path / "elsewhere" / "config"
+    link.parent.mkdir()
+    m = mounter(standin, "--link", str(link))
+    assert os.readlink(link) == m.file
+    assert read_bytes(str(link)) == standin.config_bytes
+
+
+def test_link_over_a_directory_fails_and_leaves_no_mount(standin, mounter, tmp_path):
+    link = tmp_path / "config"
+    link.mkdir()
+    m = mounter(standin, "--link", str(link), check=False)
+    assert m.wait_exit(10) == 1, m.log()
+    assert f"Cannot create the link {link}" in m.log()
+    assert not is_mounted(m.path)
+    assert link.is_dir()
