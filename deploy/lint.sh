@@ -80,7 +80,8 @@ fi
 
 # ---- 2. YAML
 say "yamllint (relaxed, max line 100, strict)"
-yaml_files=$(find deploy -name '*.yaml' -o -name '*.yml' | sort)
+# deploy/testdata holds upstream's files as they are (the chart's rendered Mutation).
+yaml_files=$(find deploy -path deploy/testdata -prune -o \( -name '*.yaml' -o -name '*.yml' \) -print | sort)
 yamllint_config='{extends: relaxed, rules: {line-length: {max: 100, level: error}}}'
 # shellcheck disable=SC2086
 if ! yamllint --strict -d "$yamllint_config" $yaml_files; then

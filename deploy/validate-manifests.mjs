@@ -10,10 +10,17 @@
 //     as `capabilites` is not a schema error in kubernetes-models) by walking the field lists
 //     of its TypeScript declarations;
 //   * every volumeMount must name a volume of its pod;
-//   * RayCluster (ray.io/v1): the head and worker pod templates get the same checks as a Pod;
 //   * Mutation (apps.dominodatalab.com/v1alpha1, domsed): rule keys must be known to domsed's
 //     CRD; inserted volumes, volume mounts, env and security contexts are checked as the
 //     Kubernetes types they become; mounts must name a volume the Mutation inserts;
+//   * the Mutation applied to Domino's pods (deploy/testdata/pods.yaml) together with the irsa
+//     chart's own (deploy/testdata/chart-1.8.0-mutation.yaml), in either order, and with
+//     domsed's container-wide rules reaching init containers or not (domsed's documentation
+//     does not say): every resulting pod must be a valid Pod (schema, unknown fields, unique
+//     volumes and mount paths, Bidirectional only when privileged, restartPolicy only on init
+//     containers), its workload containers must keep their security context and see the
+//     sidecar's mount (HostToContainer), and the config's link must resolve, in the workload,
+//     to the file the sidecar mounts;
 //   * Kustomization: its resources must exist.
 // Exit status 1 on any finding, listing them all.
 
@@ -196,34 +203,11 @@ function checkVolumeRefs(spec, where, file) {
 // Custom resources
 // ------------------------------------------------------------------------------------------
 
-async function validateRayCluster(doc, where, file) {
-  const spec = doc.spec || {};
-  const head = spec.headGroupSpec;
-  if (!head || !head.template || !head.template.spec) {
-    report(file, `${where}.spec.headGroupSpec.template.spec`, "missing");
-  } else {
-    checkMeta(head.template.metadata, `${where}.spec.headGroupSpec.template.metadata`, file);
-    await validatePodSpec(head.template.spec, `${where}.spec.headGroupSpec.template.spec`, file);
-  }
-  if (!Array.isArray(spec.workerGroupSpecs)) {
-    report(file, `${where}.spec.workerGroupSpecs`, "must be a list");
-    return;
-  }
-  for (const [i, g] of spec.workerGroupSpecs.entries()) {
-    const w = `${where}.spec.workerGroupSpecs[${i}]`;
-    if (typeof g.groupName !== "string" || !g.groupName) report(file, `${w}.groupName`, "missing");
-    if (!g.template || !g.template.spec) report(file, `${w}.template.spec`, "missing");
-    else {
-      checkMeta(g.template.metadata, `${w}.template.metadata`, file);
-      await validatePodSpec(g.template.spec, `${w}.template.spec`, file);
-    }
-    for (const n of ["replicas", "minReplicas", "maxReplicas"]) {
-      if (g[n] !== undefined && !Number.isInteger(g[n])) report(file, `${w}.${n}`, "must be an integer");
-    }
-  }
-}
-
 // Rule keys of domsed's Mutation CRD (apps.dominodatalab.com/v1alpha1).
+// Volumes the irsa chart (1.8.0) inserts in Workspace/Batch/Scheduled pods: a Mutation used
+// with it may mount them.
+const CHART_VOLUMES = ["aws-config-file", "aws-user-token", "irsa-logs", "podinfo"];
+
 const MUTATION_RULE_KEYS = new Set([
   "labelSelectors", "hardwareTierIdSelector", "notHardwareTierIdSelector", "namespaceSelector",
   "notNamespaceSelector", "organizationSelector", "notOrganizationSelector", "usernameSelector",
@@ -243,7 +227,7 @@ async function validateMutation(doc, where, file) {
     report(file, `${where}.rules`, "a Mutation needs a non-empty list of rules");
     return;
   }
-  const inserted = new Set();
+  const inserted = new Set(CHART_VOLUMES);
   for (const r of doc.rules) for (const v of r.insertVolumes || []) inserted.add(v.name);
   for (const [i, r] of doc.rules.entries()) {
     const w = `${where}.rules[${i}]`;
@@ -280,7 +264,155 @@ async function validateMutation(doc, where, file) {
     if (r.insertContainer) {
       const c = r.insertContainer;
       if (!["init", "app"].includes(c.containerType)) report(file, `${w}.insertContainer.containerType`, "must be init or app");
-      if (c.spec) await validatePodSpec({ containers: [c.spec] }, `${w}.insertContainer.spec`, file);
+      const volumes = [...inserted].map((name) => ({ name, emptyDir: {} }));
+      const group = c.containerType === "init" ? "initContainers" : "containers";
+      const spec = { containers: [{ name: "x", image: "x" }], volumes };
+      spec[group] = [...(spec[group] || []), c.spec];
+      if (c.spec) await validatePodSpec(spec, `${w}.insertContainer.spec`, file);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// The Mutation applied to Domino's pods
+// ------------------------------------------------------------------------------------------
+
+const TESTDATA = path.join(path.dirname(new URL(import.meta.url).pathname), "testdata");
+
+function selectorMatches(sel, labels) {
+  let m = sel.match(/^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$/);
+  if (m) {
+    const inSet = m[3].split(",").map((x) => x.trim()).includes(labels[m[1]]);
+    return m[2] === "in" ? inSet : !inSet;
+  }
+  m = sel.match(/^\s*([\w./-]+)\s*(==|=|!=)\s*([\w./-]*)\s*$/);
+  if (m) return m[2] === "!=" ? labels[m[1]] !== m[3] : labels[m[1]] === m[3];
+  throw new Error(`cannot read the label selector '${sel}'`);
+}
+
+// domsed, as far as its CRD and the chart tell: selectors other than labels are taken to match
+// (the opted-in case); `withInit`: container-wide rules also reach init containers.
+function applyMutation(pod, mutation, withInit) {
+  const spec = pod.spec;
+  const targets = (selector) => {
+    const all = [...spec.containers, ...(withInit ? spec.initContainers || [] : [])];
+    return selector ? all.filter((c) => selector.includes(c.name)) : all;
+  };
+  for (const r of mutation.rules) {
+    if (r.enabled === false || !(r.labelSelectors || []).every((s) => selectorMatches(s, pod.metadata.labels))) continue;
+    if (r.modifyLabel) pod.metadata.labels[r.modifyLabel.key] = r.modifyLabel.value;
+    if (r.insertVolumes) spec.volumes = [...(spec.volumes || []), ...structuredClone(r.insertVolumes)];
+    if (r.modifySecurityContext) {
+      const ctx = r.modifySecurityContext.context;
+      if (r.modifySecurityContext.containerSelector) {
+        for (const c of targets(r.modifySecurityContext.containerSelector)) c.securityContext = { ...c.securityContext, ...ctx };
+      } else spec.securityContext = { ...spec.securityContext, ...ctx };
+    }
+    if (r.insertContainer) {
+      const group = r.insertContainer.containerType === "init" ? "initContainers" : "containers";
+      spec[group] = [...(spec[group] || []), structuredClone(r.insertContainer.spec)];
+    }
+    if (r.insertVolumeMounts) {
+      for (const c of targets(r.insertVolumeMounts.containerSelector)) {
+        c.volumeMounts = [...(c.volumeMounts || []), ...structuredClone(r.insertVolumeMounts.volumeMounts)];
+      }
+    }
+    if (r.modifyEnv) {
+      for (const c of targets(r.modifyEnv.containerSelector)) c.env = [...(c.env || []), ...structuredClone(r.modifyEnv.env || [])];
+    }
+  }
+}
+
+// The volume and path inside it that `p` (absolute, in container `c`) names, or null.
+function inVolume(c, p) {
+  let best = null;
+  for (const vm of c.volumeMounts || []) {
+    const root = vm.mountPath.replace(/\/+$/, "");
+    if ((p === root || p.startsWith(root + "/")) && (!best || root.length > best.root.length)) best = { root, name: vm.name };
+  }
+  return best && { volume: best.name, sub: path.posix.relative(best.root, p) };
+}
+
+function checkMutatedPod(pod, original, where, file) {
+  const spec = pod.spec;
+  const names = new Set();
+  for (const v of spec.volumes || []) {
+    if (names.has(v.name)) report(file, where, `volume '${v.name}' is inserted twice`);
+    names.add(v.name);
+  }
+  for (const group of ["containers", "initContainers"]) {
+    for (const c of spec[group] || []) {
+      const w = `${where}.${group}[${c.name}]`;
+      const paths = new Set();
+      for (const vm of c.volumeMounts || []) {
+        if (paths.has(vm.mountPath)) report(file, w, `mountPath ${vm.mountPath} twice (the API refuses the pod)`);
+        paths.add(vm.mountPath);
+        if (vm.mountPropagation === "Bidirectional" && !(c.securityContext && c.securityContext.privileged)) {
+          report(file, w, "mountPropagation Bidirectional needs privileged: true");
+        }
+      }
+      if (c.restartPolicy !== undefined && (group === "containers" || c.restartPolicy !== "Always")) {
+        report(file, w, "restartPolicy is allowed only on init containers, and only Always (a native sidecar)");
+      }
+    }
+  }
+  const sidecar = (spec.initContainers || []).find((c) => c.restartPolicy === "Always");
+  if (!sidecar) {
+    report(file, where, "no native sidecar (init container with restartPolicy: Always)");
+    return;
+  }
+  const env = (c, n) => [...(c.env || [])].reverse().find((e) => e.name === n);
+  const link = env(sidecar, "IRSAFS_LINK")?.value;
+  const mnt = env(sidecar, "IRSAFS_MOUNTPOINT")?.value;
+  const target = link && mnt && path.posix.relative(path.posix.dirname(link), `${mnt}/${path.posix.basename(link)}`);
+  const served = mnt && inVolume(sidecar, mnt);
+  for (const c of spec.containers) {
+    const w = `${where}.containers[${c.name}]`;
+    const before = original.spec.containers.find((o) => o.name === c.name);
+    if (!before) continue;
+    if (JSON.stringify(c.securityContext) !== JSON.stringify(before.securityContext)) report(file, w, "the workload's security context changed");
+    if (c.image !== before.image || JSON.stringify(c.command) !== JSON.stringify(before.command)) report(file, w, "the workload's image or command changed");
+    const config = env(c, "AWS_CONFIG_FILE")?.value;
+    if (config !== "/var/run/.aws/config") {
+      report(file, w, `AWS_CONFIG_FILE is ${config}, not /var/run/.aws/config`);
+      continue;
+    }
+    // The link, written by the sidecar into the config's volume, followed in the workload.
+    const linkAt = inVolume(sidecar, link || "");
+    const configAt = inVolume(c, config);
+    if (!linkAt || !configAt || linkAt.volume !== configAt.volume || linkAt.sub !== configAt.sub) {
+      report(file, w, `the sidecar's link ${link} is not the workload's ${config}`);
+      continue;
+    }
+    const resolved = inVolume(c, path.posix.resolve(path.posix.dirname(config), target));
+    if (!served || !resolved || resolved.volume !== served.volume || resolved.sub !== `${served.sub}/${path.posix.basename(link)}`) {
+      report(file, w, `${config} -> ${target} does not reach the sidecar's mount ${mnt}`);
+      continue;
+    }
+    const vm = c.volumeMounts.find((m) => m.name === resolved.volume);
+    if (vm.mountPropagation !== "HostToContainer") report(file, w, `volume ${resolved.volume} needs mountPropagation: HostToContainer`);
+  }
+}
+
+async function validateMutatedPods(mutation, where, file) {
+  const chart = YAML.parse(fs.readFileSync(path.join(TESTDATA, "chart-1.8.0-mutation.yaml"), "utf8"));
+  const pods = YAML.parseAllDocuments(fs.readFileSync(path.join(TESTDATA, "pods.yaml"), "utf8")).map((d) => d.toJS());
+  for (const original of pods) {
+    for (const order of [[chart, mutation], [mutation, chart]]) {
+      for (const withInit of [false, true]) {
+        const pod = structuredClone(original);
+        pod.spec.initContainers = pod.spec.initContainers || [];
+        const w = `${where} on pod ${original.metadata.name} (${order[0] === chart ? "chart first" : "ours first"}, ` +
+          `${withInit ? "" : "not "}reaching init containers)`;
+        try {
+          for (const m of order) applyMutation(pod, m, withInit);
+        } catch (e) {
+          report(file, w, e.message);
+          continue;
+        }
+        await validatePodSpec(pod.spec, w, file);
+        checkMutatedPod(pod, original, w, file);
+      }
     }
   }
 }
@@ -319,11 +451,9 @@ async function main() {
       for (const k of ["apiVersion", "kind"]) if (typeof doc[k] !== "string" || !doc[k]) report(file, where, `${k} is missing`);
       if (!doc.metadata || typeof doc.metadata.name !== "string" || !doc.metadata.name) report(file, where, "metadata.name is missing");
       const label = `${where} (${doc.kind} ${doc.metadata && doc.metadata.name})`;
-      if (doc.apiVersion === "ray.io/v1" && doc.kind === "RayCluster") {
-        checkMeta(doc.metadata, `${label}.metadata`, file);
-        await validateRayCluster(doc, label, file);
-      } else if (doc.apiVersion === "apps.dominodatalab.com/v1alpha1" && doc.kind === "Mutation") {
+      if (doc.apiVersion === "apps.dominodatalab.com/v1alpha1" && doc.kind === "Mutation") {
         await validateMutation(doc, label, file);
+        await validateMutatedPods(doc, label, file);
       } else if (await validateModel(doc, label, file)) {
         const spec = doc.kind === "Pod" ? doc.spec : doc.spec && doc.spec.template && doc.spec.template.spec;
         if (spec) checkVolumeRefs(spec, `${label}.spec`, file);
