@@ -59,20 +59,20 @@ case ${IRSAFS_MODE:-mount} in
     mount)
         mkdir -p "$dir"
         if [ ! -c /dev/fuse ]; then
-            error "/dev/fuse is missing (docker/podman: --device /dev/fuse; Kubernetes: run irsafs as the pod's privileged sidecar, docs/deploy.md); not starting: $*"
+            error "/dev/fuse is missing (docker/podman: --device /dev/fuse; Kubernetes: run irsafs as the pod's privileged sidecar, docs/deploy.md); not starting the workload: $*"
             error "where FUSE is forbidden, use IRSAFS_MODE=fetch (a one-time copy of the config, never refreshed)"
             exit "$EX_FAILED"
         fi
         # CAP_SYS_ADMIN is bit 21 of the effective set.
         capeff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status)
         if [ $(((0x$capeff >> 21) & 1)) -eq 0 ]; then
-            error "CAP_SYS_ADMIN is missing (docker/podman: --cap-add SYS_ADMIN); not starting: $*"
+            error "CAP_SYS_ADMIN is missing (docker/podman: --cap-add SYS_ADMIN); not starting the workload: $*"
             error "where FUSE is forbidden, use IRSAFS_MODE=fetch (a one-time copy of the config, never refreshed)"
             exit "$EX_FAILED"
         fi
         # shellcheck disable=SC2086
         if ! irsafs mount --file "$name" $irsafs_args "$dir"; then
-            error "Cannot mount irsafs on $dir; not starting: $*"
+            error "Cannot mount irsafs on $dir; not starting the workload: $*"
             exit "$EX_FAILED"
         fi
         ;;
@@ -80,7 +80,7 @@ case ${IRSAFS_MODE:-mount} in
         mkdir -p "$dir"
         # shellcheck disable=SC2086
         if ! irsafs fetch $irsafs_args -o "$config"; then
-            error "irsafs fetch failed: $config was not written; not starting: $*"
+            error "irsafs fetch failed: $config was not written; not starting the workload: $*"
             exit "$EX_FAILED"
         fi
         printf '%s: wrote %s (IRSAFS_MODE=fetch: it is not refreshed)\n' "$me" "$config" >&2

@@ -98,15 +98,14 @@ std::string prepare_mountpoint(const std::string& path) {
   return resolved;
 }
 
-// What `--link PATH` points at: relative when the file is inside PATH's directory (a sidecar's
-// mount on a subdirectory of the shared volume: the link then works wherever another container
-// mounts that volume), else absolute.
+// What `--link PATH` points at: the file, relative to PATH's directory. A reader in another
+// container follows it in its own view: it works wherever that container mounts the volumes,
+// as long as it mounts them side by side as the sidecar does (docs/deploy.md).
 std::string link_target(const std::string& link, const std::string& file) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::absolute(link).lexically_normal().parent_path();
   const fs::path rel = fs::path(file).lexically_relative(dir);
-  if (!rel.empty() && *rel.begin() != "..") return rel.string();
-  return file;
+  return rel.empty() ? file : rel.string();
 }
 
 // Makes `link` a symbolic link to `target`, replacing a file or link there in one rename, so a

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -175,6 +176,13 @@ DEBIAN_AWS = "/usr/bin/aws"
 UNREACHABLE_ARGS = ["--endpoint", "https://127.0.0.1:9/map_iam_roles_to_pod_sa",
                     "--token-url", "http://127.0.0.1:9/access-token",
                     "--run-id", DEFAULT_RUN_ID]
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (bound on port 0, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def fuse_skip_reason() -> Optional[str]:
