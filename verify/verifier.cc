@@ -1,14 +1,16 @@
 #include "verify/verifier.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <thread>
+#include <functional>
 
 #include "common/text.h"
 
@@ -62,6 +64,70 @@ std::string read_token(const std::string& path, Secret& token) {
   token = Secret(std::move(text));
   return {};
 }
+
+// Runs `fn` on a thread of its own whose whole stack irsafs maps, and wipes and unmaps after the
+// thread ended. STS's answer (credentials) passes through libcurl, glibc and pugixml: they, and
+// the dynamic linker's lazy binding (which saves the vector registers, still holding pieces of
+// the last memcpy, on the stack), leave pieces of it in stack memory that no free() wipes. glibc
+// puts a thread's control block and static TLS at the top of a stack given to it, so they are
+// wiped too. Falls back to running `fn` at once, on the caller's thread, when a thread cannot be
+// made.
+class WipedStackThread {
+ public:
+  explicit WipedStackThread(std::function<void()> fn) : fn_(std::move(fn)) {
+    void* m = ::mmap(nullptr, kSize + kGuard, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (m == MAP_FAILED) {
+      fn_();
+      return;
+    }
+    mapping_ = m;
+    ::mprotect(mapping_, kGuard, PROT_NONE);  // the stack grows down onto this
+    pthread_attr_t attr;
+    bool started = false;
+    if (::pthread_attr_init(&attr) == 0) {
+      started = ::pthread_attr_setstack(&attr, static_cast<char*>(mapping_) + kGuard, kSize) == 0 &&
+                ::pthread_create(&thread_, &attr, &WipedStackThread::run, this) == 0;
+      ::pthread_attr_destroy(&attr);
+    }
+    if (!started) {
+      release();
+      fn_();
+      return;
+    }
+    joinable_ = true;
+  }
+  ~WipedStackThread() { join(); }
+  WipedStackThread(const WipedStackThread&) = delete;
+  WipedStackThread& operator=(const WipedStackThread&) = delete;
+
+  void join() {
+    if (joinable_) {
+      ::pthread_join(thread_, nullptr);
+      joinable_ = false;
+    }
+    release();
+  }
+
+ private:
+  static constexpr std::size_t kSize = 2 * 1024 * 1024;  // libcurl with OpenSSL stays far below
+  static constexpr std::size_t kGuard = 64 * 1024;
+
+  static void* run(void* self) {
+    static_cast<WipedStackThread*>(self)->fn_();
+    return nullptr;
+  }
+  void release() {
+    if (mapping_ == nullptr) return;
+    explicit_bzero(static_cast<char*>(mapping_) + kGuard, kSize);
+    ::munmap(mapping_, kSize + kGuard);
+    mapping_ = nullptr;
+  }
+
+  std::function<void()> fn_;
+  void* mapping_ = nullptr;
+  pthread_t thread_{};
+  bool joinable_ = false;
+};
 
 bool readable(const std::string& path) { return ::access(path.c_str(), R_OK) == 0; }
 
@@ -283,15 +349,16 @@ bool RoleVerifier::verify(std::string_view content, TimePoint release_by, std::s
   {
     // The caller's stop cancels every worker through `abandon`.
     std::stop_callback forward(stop, [&run] { run.abandon.request_stop(); });
+    // Every STS call runs on a worker whose stack is wiped after it (WipedStackThread); this
+    // thread only waits.
     const std::size_t workers = std::max<std::size_t>(1, std::min(settings_.concurrency, run.roles.size()));
-    std::vector<std::jthread> threads;
-    threads.reserve(workers - 1);
+    std::vector<std::unique_ptr<WipedStackThread>> threads;
+    threads.reserve(workers);
     auto work = [this, &run] {
       for (std::size_t i = run.next++; i < run.roles.size(); i = run.next++) verify_role(run, i);
     };
-    for (std::size_t w = 1; w < workers; ++w) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
+    for (std::size_t w = 0; w < workers; ++w) threads.push_back(std::make_unique<WipedStackThread>(work));
+    for (auto& t : threads) t->join();
   }
   const Duration total = clock_.now() - start;
   report_->finish(total);
