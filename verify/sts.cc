@@ -79,7 +79,7 @@ StsAnswer classify_error(long status, std::string code, std::string message) {
   StsAnswer a;
   a.status = status;
   a.code = std::move(code);
-  a.message = std::move(message);
+  a.message = one_line(message);  // composed messages too: one line, at most 200 bytes
   const std::string_view c = a.code;
   if (c == "AccessDenied" && contains(a.message, "sts:AssumeRoleWithWebIdentity")) {
     a.verdict = StsVerdict::kNotPropagated;
