@@ -40,7 +40,8 @@ VerifyPlan resolve_verify(const VerifyArgs& args, const ResolvedOptions& options
     }
   }
   try {
-    s.endpoint = resolve_sts_endpoint(args.sts_endpoint, env);
+    // Off: the environment's region is none of irsafs' business, however odd.
+    if (s.mode != VerifyMode::kOff) s.endpoint = resolve_sts_endpoint(args.sts_endpoint, env);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }

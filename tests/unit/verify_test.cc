@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 
+#include "app/verify_setup.h"
 #include "http/metrics.h"
 #include "verify/profiles.h"
 #include "verify/sts.h"
@@ -662,6 +663,52 @@ TEST_F(VerifyTest, MetricsShowEachRolesStateAndTheAttempts) {
        }) {
     EXPECT_NE(text.find(line + "\n"), std::string::npos) << line << "\n" << text;
   }
+}
+
+TEST(VerifySetup, FlagsAndEnvironmentResolve) {
+  std::map<std::string, std::string> env;
+  const EnvLookup lookup = [&env](const std::string& k) -> std::optional<std::string> {
+    auto it = env.find(k);
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  ResolvedOptions options;
+  options.fetch.deadline = 60s;
+  options.transport.timeout = 10s;
+  options.transport.tls.insecure = true;
+  VerifyArgs args;
+  VerifyPlan plan = resolve_verify(args, options, lookup);
+  EXPECT_EQ(plan.settings.mode, VerifyMode::kAuto);
+  EXPECT_EQ(plan.settings.endpoint, "https://sts.amazonaws.com");
+  EXPECT_EQ(plan.settings.deadline, 60s);
+  EXPECT_EQ(plan.settings.margin, 1s);
+  EXPECT_EQ(plan.sts_transport.timeout, 5s);                // at most the unreachable give-up
+  EXPECT_FALSE(plan.sts_transport.tls.insecure);            // --insecure is for irsa-svc only
+  EXPECT_TRUE(plan.sts_transport.tls.ca_pem.empty());       // not irsa-svc's CA either
+  EXPECT_EQ(plan.sts_transport.max_body, 64u * 1024);
+
+  env["AWS_REGION"] = "eu-west-1";
+  env["AWS_CA_BUNDLE"] = "/etc/corp-ca.pem";
+  options.fetch.deadline = 4s;
+  options.transport.timeout = 2s;
+  args.mode = "on";
+  plan = resolve_verify(args, options, lookup);
+  EXPECT_EQ(plan.settings.mode, VerifyMode::kOn);
+  EXPECT_EQ(plan.settings.endpoint, "https://sts.eu-west-1.amazonaws.com");
+  EXPECT_EQ(plan.settings.margin, 200ms);
+  EXPECT_EQ(plan.sts_transport.timeout, 2s);
+  EXPECT_EQ(plan.sts_transport.tls.ca_file, "/etc/corp-ca.pem");
+
+  args.sts_endpoint = "sts.local:8080";
+  EXPECT_THROW(resolve_verify(args, options, lookup), UsageError);
+  args.sts_endpoint = "http://127.0.0.1:8080";
+  EXPECT_EQ(resolve_verify(args, options, lookup).settings.endpoint, "http://127.0.0.1:8080");
+  args.sts_endpoint.reset();
+  env["AWS_REGION"] = "no such region";
+  EXPECT_THROW(resolve_verify(args, options, lookup), UsageError);
+  args.mode = "off";  // off: the region is not looked at
+  EXPECT_EQ(resolve_verify(args, options, lookup).settings.mode, VerifyMode::kOff);
+  args.mode = "sometimes";
+  EXPECT_THROW(resolve_verify(args, options, lookup), UsageError);
 }
 
 }  // namespace
