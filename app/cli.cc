@@ -15,6 +15,7 @@
 #include "app/endpoint.h"
 #include "app/log.h"
 #include "app/options.h"
+#include "app/verify_setup.h"
 #include "common/exit_codes.h"
 #include "common/text.h"
 #include "fetcher/curl_transport.h"
@@ -129,18 +130,19 @@ void write_atomically(const std::string& path, std::string_view content) {
   }
 }
 
-int run_fetch(const ResolvedOptions& options, const std::optional<std::string>& output) {
+int run_fetch(const ResolvedOptions& options, const VerifyPlan& verify, const std::optional<std::string>& output) {
   CurlGlobal curl;
   CurlTransport transport(options.transport);
   SystemClock clock;
   SystemRandom random;
-  Fetcher fetcher(options.fetch, transport, clock, random);
+  std::unique_ptr<ConfigSource> source = verifying_source(
+      std::make_unique<Fetcher>(options.fetch, transport, clock, random), verify, clock, random, nullptr);
   if (options.transport.tls.insecure) {
     spdlog::warn("TLS verification is off (--insecure): irsa-svc's identity is not checked");
   }
   spdlog::debug("Fetching from {} (token from {}, trust: {})", options.fetch.endpoint,
                 options.fetch.token_url, options.ca_source);
-  FetchResult result = fetcher.fetch();
+  FetchResult result = source->fetch();
   if (!result.ok) {
     spdlog::error("Cannot fetch the AWS config: {} ({} requests in {})", result.error, result.requests,
                   format_seconds(result.elapsed));
@@ -180,9 +182,11 @@ int run_cli(int argc, char** argv) {
 
   CommonArgs common;
   LogArgs log;
+  VerifyArgs verify_args;
   std::optional<std::string> output;
   CLI::App* fetch = app.add_subcommand("fetch", "Fetch the config once; print it, or write it with -o");
   add_common(*fetch, common, log);
+  add_verify_options(*fetch, verify_args);
   fetch->add_option("-o,--output", output,
                     "Write to FILE atomically (mode 0644) instead of standard output")
       ->type_name("FILE");
@@ -190,6 +194,7 @@ int run_cli(int argc, char** argv) {
   MountArgs mount_args;
   CLI::App* mount = app.add_subcommand("mount", "Mount the virtual config file on MOUNTPOINT");
   add_common(*mount, common, log);
+  add_verify_options(*mount, verify_args);
   mount->add_option("MOUNTPOINT", mount_args.mountpoint, "An existing directory")->required();
   mount->add_flag("-f,--foreground", mount_args.foreground,
                   "Stay in the foreground (else daemonize once the mount is ready)");
@@ -227,7 +232,8 @@ int run_cli(int argc, char** argv) {
     const LogFormat format = parse_log_format(log.format);
     setup_logging(level, format);
     const ResolvedOptions options = resolve_options(common, process_environment());
-    if (*fetch) return run_fetch(options, output);
+    const VerifyPlan verify = resolve_verify(verify_args, options, process_environment());
+    if (*fetch) return run_fetch(options, verify, output);
 
     if (mode.empty() || mode.find_first_not_of("01234567") != std::string::npos || mode.size() > 4) {
       throw UsageError("--mode must be octal permission bits such as 0644, not '" + mode + "'");
@@ -262,17 +268,20 @@ int run_cli(int argc, char** argv) {
     ms.fs.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
     ms.fs.read_only = mount_args.read_only;
     ms.link = mount_args.link;
-    ms.describe = "trust: " + options.ca_source;
+    ms.describe = "trust: " + options.ca_source + "; " + verify.describe;
     ms.on_terminal_lost = [level, format] { setup_logging(level, format, LogSink::kSyslog); };
     DaemonSettings ds;
     ds.fetch = options.fetch;
     ds.service.refresh_interval =
         std::chrono::duration_cast<Duration>(std::chrono::duration<double>(mount_args.refresh_interval_seconds));
     ds.service.writable = !mount_args.read_only;
+    auto verification = std::make_shared<VerificationReport>();
+    ds.source = verifying_source_factory(verify, verification);
     const EnvLookup env = process_environment();
     const std::optional<ListenAddress> listen = resolve_listen(mount_args.listen, env("DOMINO_IRSA_PROXY"));
     CurlGlobal curl;  // before any thread
     Daemon daemon(ds, std::make_unique<CurlTransport>(options.transport));
+    show_verification(daemon.service(), verification);
     if (listen) {
       HttpServerOptions ho;
       ho.address = *listen;

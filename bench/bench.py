@@ -9,6 +9,8 @@ Sections (see bench/README.md for what each number means):
   warm       warm open+read+close loop vs /dev/shm (C, 1 and 2 threads; Python), daemon CPU
              and FUSE requests during the loop
   cold       first open -> last byte on a fresh mount vs the same two requests made by curl
+  verify     the same cold first read with role verification on vs off (a local fake STS that
+             allows at once: IAM already consistent), 3 web-identity roles
   coalesce   R concurrent cold readers on a fresh mount: upstream requests, latency, daemon
              threads and RSS
   fleet      N `irsafs fetch` processes against a stand-in that serves K at a time, with and
@@ -45,7 +47,10 @@ REPO = os.path.dirname(HERE)
 STANDIN = os.path.join(REPO, "tests", "standin", "irsa_standin.py")
 # Mounts, waiting and environments as the integration tests handle them.
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-from helpers import Mount, clean_env, is_mounted, pid_alive, unmount, wait_for_daemon, wait_until  # noqa: E402
+sys.path.insert(0, os.path.join(REPO, "tests", "standin"))
+from helpers import (Mount, clean_env, is_mounted, pid_alive, realistic_config, unmount,  # noqa: E402
+                     wait_for_daemon, wait_until)
+from sts_standin import FakeSTS  # noqa: E402
 PYTHON = "/usr/bin/python3"
 RUN_ID = "run-bench-0123456789"
 
@@ -54,6 +59,7 @@ SIZES = {
     "warm_rounds": (15, 2), "warm_round_ms": (400, 50),
     "py_rounds": (10, 2), "py_round_ms": (400, 50),
     "cold_samples": (15, 1),
+    "verify_samples": (15, 1),
     "coalesce_r": ([1, 10, 100, 1000], [1, 10]), "coalesce_reps": (3, 1), "coalesce_delay": (0.2, 0.05),
     # Fleet grids: (name, K, S seconds, {N: repetitions}, policies).
     #  "spec": the issue's server (8 at a time, 100 ms each). On 2 shared cores, starting N
@@ -381,6 +387,48 @@ def bench_cold(ctx: Ctx) -> dict:
     return {"median_ms": {k: median(v) for k, v in samples.items()}, "samples_ms": dict(samples)}
 
 
+# --------------------------------------------------------------------------------------------
+# 2b. Cold first read with role verification (issue 13)
+# --------------------------------------------------------------------------------------------
+
+def bench_verify(ctx: Ctx) -> dict:
+    """The cold first read of a config with 3 web-identity roles, verification on (two STS round
+    trips per role, the roles concurrently) vs off, interleaved; a local fake STS that allows at
+    once, as when IAM is already consistent."""
+    s = ctx.standin
+    original = s_config_bytes(ctx)  # restored at the end, for the sections after this one
+    token_file = os.path.join(ctx.workdir, "sa-token")
+    with open(token_file, "w") as f:
+        f.write("eyJhbGciOiJSUzI1NiJ9.bench-service-account-token")
+    text = realistic_config(3).replace("/var/run/secrets/eks.amazonaws.com/serviceaccount/token", token_file)
+    s.control(config=text)
+    sts = FakeSTS().start()
+    CLEANUPS.append(sts.stop)
+    expect = len(text.encode())
+
+    def cold(mode: str):
+        with mount(ctx, ["--verify-roles", mode, "--sts-endpoint", sts.url]) as m:
+            r = run_json([ctx.tool("bench_cold_readers"), "--path", m.file, "--readers", "1",
+                          "--expect-bytes", str(expect)], ctx.env)
+            return r["from_open_ms"]["max"]
+
+    variants = [("on", lambda: cold("on")), ("off", lambda: cold("off"))]
+    for _, f in variants:  # warm the page cache once
+        f()
+    before = len(sts.web_identity_requests(from_irsafs=True))
+    samples = collections.defaultdict(list)
+    for i in range(ctx.size("verify_samples")):
+        for name, f in (variants if i % 2 == 0 else variants[::-1]):
+            samples[name].append(f())
+    calls = len(sts.web_identity_requests(from_irsafs=True)) - before
+    sts.stop()
+    CLEANUPS.remove(sts.stop)
+    s.reset()
+    s.control(config=original.decode())
+    return {"median_ms": {k: median(v) for k, v in samples.items()}, "samples_ms": dict(samples),
+            "sts_calls_per_read": calls / len(samples["on"]), "roles": 3}
+
+
 def s_config_bytes(ctx: Ctx) -> bytes:
     cached = getattr(ctx, "_config_bytes", None)
     if cached is None:
@@ -691,6 +739,13 @@ def table(res: dict, quick: bool) -> list:
         row("… the same against libcurl in a running process / `irsafs fetch` process", fmt(m["irsafs"]),
             f"libcurl {fmt(m['libcurl'])} / fetch {fmt(m['fetch'])}",
             f"{m['irsafs'] / m['libcurl']:.2f}x / {m['irsafs'] / m['fetch']:.2f}x", "–", None)
+    v = res.get("verify")
+    if v:
+        m = v["median_ms"]
+        row(f"cold first read with role verification on vs off ({v['roles']} roles, IAM consistent; "
+            f"ms, median of {len(v['samples_ms']['on'])})", fmt(m["on"]),
+            f"off {fmt(m['off'])}; {v['sts_calls_per_read']:.0f} STS calls per read", f"{m['on'] / m['off']:.2f}x",
+            "–", None)
     co = res.get("coalesce")
     if co:
         for r, x in co.items():
@@ -774,7 +829,7 @@ def table(res: dict, quick: bool) -> list:
 
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ["warm", "cold", "coalesce", "fleet", "footprint", "http"]
+SECTIONS = ["warm", "cold", "verify", "coalesce", "fleet", "footprint", "http"]
 
 
 def main() -> int:

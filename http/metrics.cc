@@ -11,6 +11,7 @@ namespace {
 using json = nlohmann::ordered_json;
 
 constexpr std::array<const char*, 4> kStates = {"empty", "fetching", "ready", "error"};
+constexpr std::array<const char*, 4> kRoleStates = {"pending", "verified", "unverified", "permanent"};
 
 // A sample value as the exposition format writes it: integers exactly, others in the shortest
 // form that reads back to the same double.
@@ -89,6 +90,22 @@ class Writer {
       out_ += "\"}";
     }
     out_ += ' ';
+    out_ += number(value);
+    out_ += '\n';
+  }
+  // A sample with two labels.
+  void sample2(std::string_view name, double value, std::string_view l1, std::string_view v1, std::string_view l2,
+               std::string_view v2) {
+    out_ += name;
+    out_ += '{';
+    out_ += l1;
+    out_ += "=\"";
+    out_ += label_value(v1);
+    out_ += "\",";
+    out_ += l2;
+    out_ += "=\"";
+    out_ += label_value(v2);
+    out_ += "\"} ";
     out_ += number(value);
     out_ += '\n';
   }
@@ -212,6 +229,29 @@ std::string render_metrics(const nlohmann::ordered_json& status) {
   w.single("irsafs_last_error_timestamp_seconds", "gauge", "Unix time of the last failed fetch (0: none).",
            timestamp(status, "last_error_at"));
   w.single("irsafs_start_time_seconds", "gauge", "Unix time the daemon started.", timestamp(status, "started_at"));
+
+  // --- role verification (verify/verifier.h) ------------------------------------------------
+  if (status.is_object() && status.contains("verification") && status["verification"].is_object()) {
+    const json& v = status["verification"];
+    w.single("irsafs_role_verification_attempts_total", "counter",
+             "AssumeRoleWithWebIdentity calls made to verify roles before releasing the config.",
+             field(v, "attempts_total"));
+    w.single("irsafs_role_verification_duration_seconds", "gauge",
+             "How long the last role verification held the config back.", field(v, "total_seconds"));
+    if (v.contains("roles") && v["roles"].is_array() && !v["roles"].empty()) {
+      w.family("irsafs_role_verification", "gauge",
+               "Each web-identity role of the last verification: 1 for its state, else 0.");
+      for (const json& role : v["roles"]) {
+        if (!role.is_object() || !role.contains("role_arn") || !role["role_arn"].is_string() ||
+            !role.contains("state") || !role["state"].is_string()) {
+          continue;
+        }
+        const auto& arn = role["role_arn"].get_ref<const std::string&>();
+        const auto& state = role["state"].get_ref<const std::string&>();
+        for (const char* s : kRoleStates) w.sample2("irsafs_role_verification", state == s ? 1 : 0, "role_arn", arn, "state", s);
+      }
+    }
+  }
   return w.take();
 }
 

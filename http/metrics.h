@@ -23,6 +23,7 @@ inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0
 //   irsafs_writes_total{outcome="committed"|"rejected"}  writes.committed / writes.rejected
 //   irsafs_refreshes_total           refreshes (a number; or an object of counts by trigger,
 //                                   rendered with a `trigger` label)
+//   irsafs_role_verification_attempts_total  verification.attempts_total (STS calls)
 // Gauges:
 //   irsafs_state{state="empty"|"fetching"|"ready"|"error"}  1 for the current state, else 0
 //   irsafs_refreshing                refreshing (0/1)
@@ -34,6 +35,9 @@ inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0
 //   irsafs_last_success_timestamp_seconds  last_success_at (0: never)
 //   irsafs_last_error_timestamp_seconds    last_error_at (0: never)
 //   irsafs_start_time_seconds        started_at
+//   irsafs_role_verification{role_arn=...,state="pending"|"verified"|"unverified"|"permanent"}
+//                                   1 for each role's state in verification.roles, else 0
+//   irsafs_role_verification_duration_seconds  verification.total_seconds
 // Timestamps are read from ISO-8601 UTC strings as .status writes them (2024-05-01T12:00:00Z,
 // optional fraction) or from numbers of Unix seconds.
 std::string render_metrics(const nlohmann::ordered_json& status);

@@ -185,6 +185,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def client_env(home, config_file: str, extra: Optional[dict] = None) -> dict:
+    """The environment of an AWS client (boto3, the AWS CLI) reading `config_file`: no shared
+    credentials file, no instance metadata, one attempt per call, a region; plus `extra`."""
+    env = {
+        "AWS_CONFIG_FILE": config_file,
+        "AWS_SHARED_CREDENTIALS_FILE": os.path.join(str(home), "no-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_RETRY_MODE": "standard",
+        "AWS_PAGER": "",
+        "AWS_CLI_AUTO_PROMPT": "off",
+    }
+    env.update(extra or {})
+    return clean_env(home, env)
+
+
 def fuse_skip_reason() -> Optional[str]:
     """Why mount tests cannot run here, or None."""
     if not os.path.exists("/dev/fuse"):

@@ -22,21 +22,16 @@ service disabled (no traffic to 169.254.169.254).
 """
 from __future__ import annotations
 
-import datetime
-import http.server
 import json
 import os
-import re
 import subprocess
-import threading
 import time
-import urllib.parse
-from xml.sax.saxutils import escape
 
 import pytest
 
-from helpers import (DEBIAN_AWS, DEBIAN_PYTHON, clean_env, fuse_skip_reason, profile_names,
+from helpers import (DEBIAN_AWS, DEBIAN_PYTHON, client_env, fuse_skip_reason, profile_names,
                      read_bytes, realistic_config)
+from sts_standin import FakeSTS, access_key_of
 
 _reason = fuse_skip_reason()
 if _reason:
@@ -61,115 +56,8 @@ def need_boto3() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# A fake STS
+# A fake STS (tests/standin/sts_standin.py)
 # ---------------------------------------------------------------------------------------------
-
-NS = "https://sts.amazonaws.com/doc/2011-06-15/"
-
-
-class FakeSTS:
-    """Plain-HTTP STS on 127.0.0.1 answering AssumeRoleWithWebIdentity, AssumeRole and
-    GetCallerIdentity (query protocol, XML). Records every request: action, params, headers.
-    Issues ASIAWEBIDENTITY<n> keys for web identity and ASIAASSUMED<n> for AssumeRole."""
-
-    def __init__(self) -> None:
-        self.records: list = []
-        self.lock = threading.Lock()
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode("utf-8")
-                params = {k: v[0] for k, v in urllib.parse.parse_qs(body).items()}
-                record = {"path": self.path, "action": params.get("Action"), "params": params,
-                          "headers": {k.lower(): v for k, v in self.headers.items()}}
-                with fake.lock:
-                    fake.records.append(record)
-                    n = len(fake.records)
-                status, xml = fake.answer(record, n)
-                data = xml.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("x-amzn-RequestId", f"req-{n}")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> "FakeSTS":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def requests(self) -> list:
-        with self.lock:
-            return [dict(r) for r in self.records]
-
-    @staticmethod
-    def _credentials(key: str) -> str:
-        expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1))
-        return (f"<Credentials><AccessKeyId>{key}</AccessKeyId>"
-                f"<SecretAccessKey>secret-of-{key}</SecretAccessKey>"
-                f"<SessionToken>token-of-{key}</SessionToken>"
-                f"<Expiration>{expires.strftime('%Y-%m-%dT%H:%M:%SZ')}</Expiration></Credentials>")
-
-    def answer(self, record: dict, n: int) -> tuple:
-        action, p = record["action"], record["params"]
-        meta = f"<ResponseMetadata><RequestId>req-{n}</RequestId></ResponseMetadata>"
-        if action == "AssumeRoleWithWebIdentity":
-            arn = p.get("RoleArn", "")
-            session = escape(p.get("RoleSessionName", "s"))
-            return 200, (
-                f'<AssumeRoleWithWebIdentityResponse xmlns="{NS}"><AssumeRoleWithWebIdentityResult>'
-                f"<SubjectFromWebIdentityToken>system:serviceaccount:domino:run</SubjectFromWebIdentityToken>"
-                f"<Audience>sts.amazonaws.com</Audience>"
-                f"<AssumedRoleUser><Arn>{escape(arn.replace(':iam:', ':sts:').replace(':role/', ':assumed-role/'))}/{session}</Arn>"
-                f"<AssumedRoleId>AROAWEBIDENTITY:{session}</AssumedRoleId></AssumedRoleUser>"
-                f"{self._credentials(f'ASIAWEBIDENTITY{n}')}"
-                f"<Provider>oidc.example</Provider>"
-                f"</AssumeRoleWithWebIdentityResult>{meta}</AssumeRoleWithWebIdentityResponse>")
-        if action == "AssumeRole":
-            arn = p.get("RoleArn", "")
-            session = escape(p.get("RoleSessionName", "s"))
-            return 200, (
-                f'<AssumeRoleResponse xmlns="{NS}"><AssumeRoleResult>'
-                f"<AssumedRoleUser><Arn>{escape(arn.replace(':iam:', ':sts:').replace(':role/', ':assumed-role/'))}/{session}</Arn>"
-                f"<AssumedRoleId>AROAASSUMED:{session}</AssumedRoleId></AssumedRoleUser>"
-                f"{self._credentials(f'ASIAASSUMED{n}')}"
-                f"</AssumeRoleResult>{meta}</AssumeRoleResponse>")
-        if action == "GetCallerIdentity":
-            key = access_key_of(record) or "unknown"
-            return 200, (
-                f'<GetCallerIdentityResponse xmlns="{NS}"><GetCallerIdentityResult>'
-                f"<Arn>arn:aws:sts::222222222223:assumed-role/acme-role-001/{escape(key)}</Arn>"
-                f"<UserId>AROAASSUMED:{escape(key)}</UserId><Account>222222222223</Account>"
-                f"</GetCallerIdentityResult>{meta}</GetCallerIdentityResponse>")
-        return 400, (f'<ErrorResponse xmlns="{NS}"><Error><Type>Sender</Type>'
-                     f"<Code>InvalidAction</Code><Message>{escape(str(action))}</Message></Error>"
-                     f"{meta}</ErrorResponse>")
-
-
-def access_key_of(record: dict):
-    """The access key id in a SigV4 Authorization header (Credential=AKID/date/region/...)."""
-    m = re.search(r"Credential=([^/,\s]+)/", record["headers"].get("authorization", ""))
-    return m.group(1) if m else None
-
 
 @pytest.fixture
 def sts(tmp_path):
@@ -181,44 +69,12 @@ def sts(tmp_path):
 
 
 def data_path_for(fake: FakeSTS, directory) -> str:
-    """An AWS_DATA_PATH whose STS endpoint rule set sends every STS call to the fake."""
-    rules = directory / "sts" / "2011-06-15"
-    rules.mkdir(parents=True, exist_ok=True)
-    builtin = {"Region": "AWS::Region", "UseDualStack": "AWS::UseDualStack",
-               "UseFIPS": "AWS::UseFIPS", "Endpoint": "SDK::Endpoint",
-               "UseGlobalEndpoint": "AWS::STS::UseGlobalEndpoint"}
-    params = {}
-    for name, b in builtin.items():
-        boolean = name.startswith("Use")
-        params[name] = {"builtIn": b, "required": boolean, "type": "Boolean" if boolean else "String"}
-        if boolean:
-            params[name]["default"] = False
-    ruleset = {"version": "1.0", "parameters": params, "rules": [{
-        "conditions": [], "type": "endpoint",
-        "endpoint": {"url": fake.url, "headers": {}, "properties": {"authSchemes": [
-            {"name": "sigv4", "signingName": "sts", "signingRegion": "us-east-1"}]}}}]}
-    (rules / "endpoint-rule-set-1.json").write_text(json.dumps(ruleset))
-    return str(directory)
+    return fake.data_path(directory)
 
 
 # ---------------------------------------------------------------------------------------------
 # Running the clients
 # ---------------------------------------------------------------------------------------------
-
-def client_env(home, config_file: str, extra: dict | None = None) -> dict:
-    env = {
-        "AWS_CONFIG_FILE": config_file,
-        "AWS_SHARED_CREDENTIALS_FILE": os.path.join(str(home), "no-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_DEFAULT_REGION": "us-west-2",
-        "AWS_MAX_ATTEMPTS": "1",
-        "AWS_RETRY_MODE": "standard",
-        "AWS_PAGER": "",
-        "AWS_CLI_AUTO_PROMPT": "off",
-    }
-    env.update(extra or {})
-    return clean_env(home, env)
-
 
 def run_client(argv: list, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
     t0 = time.monotonic()
@@ -247,7 +103,9 @@ def served(standin, mounter, tmp_path):
     token_file.write_text(token)
     text = served_config(token_file)
     standin.set_config(text)
-    m = mounter(standin)
+    # The token file is readable: --verify-roles auto would check the roles with the real STS
+    # (test_verify.py tests that against the fake one).
+    m = mounter(standin, "--verify-roles", "off")
     return m, text, token_file, token
 
 

@@ -288,6 +288,34 @@ def test_token_not_kept_in_daemon_memory(standin, mounter, scenario):
     assert m.alive()
 
 
+def test_sts_credentials_and_the_service_account_token_not_kept_after_verification(standin, mounter,
+                                                                                   tmp_path):
+    """Role verification (issue 13): the credentials in STS's answers are wiped as they are
+    parsed, and the service-account token read for each call is wiped after its request."""
+    from sts_standin import FakeSTS
+    sa_token = "eyJhbGciOiJSUzI1NiJ9." + secrets.token_hex(24)
+    token_file = tmp_path / "sa-token"
+    token_file.write_text(sa_token)
+    standin.set_config(realistic_config(2).replace(
+        "/var/run/secrets/eks.amazonaws.com/serviceaccount/token", str(token_file)))
+    sts = FakeSTS(random_credentials=True).start()
+    try:
+        sts.enqueue({"deny": True})  # one denial first: its error answer goes through too
+        m = mounter(standin, "--verify-roles", "on", "--sts-endpoint", sts.url)
+        assert read_bytes(m.file) == standin.config_bytes
+        m.wait_status(lambda s: not s["verification"]["running"]
+                      and [r["state"] for r in s["verification"]["roles"]] == ["verified"] * 2)
+        secrets_issued = sts.credential_strings()
+        assert len(secrets_issued) == 2 * 2 * 3, secrets_issued  # 2 roles x 2 successes x 3 strings
+        found, scanned = scan_memory(m.pid, secrets_issued + [sa_token])
+        print(f"scanned {scanned / MIB:.1f} MiB of pid {m.pid} for {len(secrets_issued)} STS credential "
+              f"strings and the service-account token: {len(found)} found")
+        assert not found, "STS credentials or the token left in the daemon's memory:\n" + "\n".join(found[:10])
+        assert_no_token(m.log() + m.status_text(), secrets_issued + [sa_token], "the log or .status")
+    finally:
+        sts.stop()
+
+
 def test_memory_scan_finds_a_token_that_is_kept():
     """The scanner itself works: a process that keeps a token in memory is caught."""
     token = "tok-1-" + secrets.token_hex(16)

@@ -239,6 +239,7 @@ class Recorder:
         with self._cond:
             record["outcome"] = outcome
             record["status"] = status
+            record["finished"] = time.monotonic()
             self._counters[f"{record['endpoint']}_{outcome}"] += 1
             if status is not None:
                 self._counters[f"{record['endpoint']}_status_{status}"] += 1
@@ -893,6 +894,13 @@ class IrsaStandin:
             handlers[key](value)
 
     # ---- observation
+    def last_answered_at(self) -> Optional[float]:
+        """time.monotonic() when irsa-svc last finished sending a 200 (None: never): the moment
+        it changed the trust policies, for a fake STS's propagation delay (sts_standin.py)."""
+        done = [r["finished"] for r in self.recorder.records("irsa")
+                if r.get("status") == 200 and r.get("outcome") == "responded"]
+        return max(done) if done else None
+
     def requests(self, endpoint: str = "irsa") -> list:
         """Records (copies) of the requests one endpoint got, in arrival order. Keys: seq,
         endpoint, time, monotonic, method, path, headers (lower-case names), body (bytes),
