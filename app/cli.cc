@@ -15,6 +15,7 @@
 #include "app/endpoint.h"
 #include "app/log.h"
 #include "app/options.h"
+#include "app/peer_options.h"
 #include "common/exit_codes.h"
 #include "common/text.h"
 #include "fetcher/curl_transport.h"
@@ -36,6 +37,7 @@ Environment (used when the flag is not given):
                          dominodatalab.com/irsa-workload-type gives --workload-type
   DOMINO_IRSA_SSL_CERT   CA bundle for irsa-svc        (--ca-file); else the
                          certificates in /etc/ssl/certs/irsa; else the system store
+  IRSAFS_PEER            a serving peer's URL          (--peer)
 
 Examples:
   irsafs fetch --run-id R -o /var/run/.aws/config
@@ -43,6 +45,8 @@ Examples:
   cat /var/run/.aws/.status           # state, source, size, sha256, errors (JSON)
   irsafs mount --listen 127.0.0.1:6003 /var/run/.aws
   curl localhost:6003/refresh         # fetch again now; also /healthz /readyz /metrics
+  irsafs mount --serve-peers 0.0.0.0:6010 /var/run/.aws                 # a Ray head
+  irsafs mount --peer http://ray-head:6010 /var/run/.aws                # its workers
 
 Exit status: 0 success, 1 the fetch or mount failed, 2 bad usage.)";
 
@@ -127,25 +131,27 @@ void write_atomically(const std::string& path, std::string_view content) {
   }
 }
 
-int run_fetch(const ResolvedOptions& options, const std::optional<std::string>& output) {
+int run_fetch(const ResolvedOptions& options, const PeerPlan& peers, const std::optional<std::string>& output) {
   CurlGlobal curl;
   CurlTransport transport(options.transport);
   SystemClock clock;
   SystemRandom random;
-  Fetcher fetcher(options.fetch, transport, clock, random);
+  const std::unique_ptr<ConfigSource> source = make_source(peers, options, transport, clock, random);
   if (options.transport.tls.insecure) {
     spdlog::warn("TLS verification is off (--insecure): irsa-svc's identity is not checked");
   }
-  spdlog::debug("Fetching from {} (token from {}, trust: {})", options.fetch.endpoint,
-                options.fetch.token_url, options.ca_source);
-  FetchResult result = fetcher.fetch();
+  spdlog::debug("Fetching from {} (token from {}, trust: {})", peers.peer ? peers.peer->url : options.fetch.endpoint,
+                peers.peer ? peers.peer->token_file : options.fetch.token_url, options.ca_source);
+  FetchResult result = source->fetch();
+  const int requests = result.requests + result.peer_requests;
   if (!result.ok) {
-    spdlog::error("Cannot fetch the AWS config: {} ({} requests in {})", result.error, result.requests,
+    spdlog::error("Cannot fetch the AWS config: {} ({} requests in {})", result.error, requests,
                   format_seconds(result.elapsed));
     return kExitFailure;
   }
-  spdlog::info("Fetched the AWS config ({} bytes) in {} with {} request{}", result.content.size(),
-               format_seconds(result.elapsed), result.requests, result.requests == 1 ? "" : "s");
+  spdlog::info("Fetched the AWS config ({} bytes) {}in {} with {} request{}", result.content.size(),
+               result.origin == FetchOrigin::kPeer ? "from the peer " : "", format_seconds(result.elapsed), requests,
+               requests == 1 ? "" : "s");
   if (output) {
     try {
       write_atomically(*output, result.content);
@@ -181,6 +187,8 @@ int run_cli(int argc, char** argv) {
   std::optional<std::string> output;
   CLI::App* fetch = app.add_subcommand("fetch", "Fetch the config once; print it, or write it with -o");
   add_common(*fetch, common, log);
+  PeerArgs peer_args;
+  add_peer_options(*fetch, peer_args, false);
   fetch->add_option("-o,--output", output,
                     "Write to FILE atomically (mode 0644) instead of standard output")
       ->type_name("FILE");
@@ -188,6 +196,7 @@ int run_cli(int argc, char** argv) {
   MountArgs mount_args;
   CLI::App* mount = app.add_subcommand("mount", "Mount the virtual config file on MOUNTPOINT");
   add_common(*mount, common, log);
+  add_peer_options(*mount, peer_args, true);
   mount->add_option("MOUNTPOINT", mount_args.mountpoint, "An existing directory")->required();
   mount->add_flag("-f,--foreground", mount_args.foreground,
                   "Stay in the foreground (else daemonize once the mount is ready)");
@@ -220,7 +229,8 @@ int run_cli(int argc, char** argv) {
     const LogFormat format = parse_log_format(log.format);
     setup_logging(level, format);
     const ResolvedOptions options = resolve_options(common, process_environment());
-    if (*fetch) return run_fetch(options, output);
+    const PeerPlan peers = resolve_peers(peer_args, options, process_environment());
+    if (*fetch) return run_fetch(options, peers, output);
 
     if (mode.empty() || mode.find_first_not_of("01234567") != std::string::npos || mode.size() > 4) {
       throw UsageError("--mode must be octal permission bits such as 0644, not '" + mode + "'");
@@ -254,10 +264,11 @@ int run_cli(int argc, char** argv) {
     ms.fs.gid = gid.value_or(::getgid());
     ms.fs.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
     ms.fs.read_only = mount_args.read_only;
-    ms.describe = "trust: " + options.ca_source;
+    ms.describe = "trust: " + options.ca_source + (peers.peer ? ", peer: " + peers.peer->url : std::string());
     ms.on_terminal_lost = [level, format] { setup_logging(level, format, LogSink::kSyslog); };
     DaemonSettings ds;
     ds.fetch = options.fetch;
+    ds.source = source_factory(peers, options);
     ds.service.refresh_interval =
         std::chrono::duration_cast<Duration>(std::chrono::duration<double>(mount_args.refresh_interval_seconds));
     ds.service.writable = !mount_args.read_only;
@@ -270,6 +281,7 @@ int run_cli(int argc, char** argv) {
       ho.address = *listen;
       daemon.add(std::make_unique<EndpointComponent>(daemon.service(), ho));
     }
+    add_peer_server(daemon, peers, peer_args);
     if (options.transport.tls.insecure) spdlog::warn("TLS verification is off (--insecure)");
     return run_mount(daemon, ms);
   } catch (const UsageError& e) {

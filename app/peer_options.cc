@@ -1,0 +1,104 @@
+#include "app/peer_options.h"
+
+#include <spdlog/spdlog.h>
+
+#include "app/peers.h"
+#include "common/text.h"
+#include "fetcher/curl_transport.h"
+
+namespace irsafs {
+
+void add_peer_options(CLI::App& cmd, PeerArgs& a, bool serve) {
+  cmd.add_option("--peer", a.peer,
+                 "Take the config from this serving peer (GET URL/v1/config) instead of irsa-svc [env IRSAFS_PEER]")
+      ->type_name("URL");
+  cmd.add_option("--peer-fallback", a.fallback,
+                 "When the peer fails for the whole deadline: irsa-svc (one fetch from it) or none")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"irsa-svc", "none"}));
+  cmd.add_option("--peer-token-file", a.token_file,
+                 "Projected service-account token (audience --peer-audience) sent to the peer; the head reads "
+                 "its own to learn its issuer and subject")
+      ->capture_default_str()
+      ->type_name("PATH");
+  if (!serve) return;
+  cmd.add_option("--serve-peers", a.serve,
+                 "Serve GET /v1/config to peers of the same service account on ADDR:PORT (off by default)")
+      ->type_name("ADDR:PORT");
+  cmd.add_option("--peer-audience", a.audience, "Audience a peer's token must carry")->capture_default_str()
+      ->type_name("AUD");
+  cmd.add_option("--peer-jwks-file", a.jwks_file,
+                 "The issuer's JWKS as a file [OIDC discovery at https://<issuer>/.well-known/openid-configuration]")
+      ->type_name("PATH");
+  cmd.add_option("--peer-ca-file", a.ca_file, "CA bundle for OIDC discovery [the system store]")->type_name("PATH");
+}
+
+PeerPlan resolve_peers(const PeerArgs& args, const ResolvedOptions& options, const EnvLookup& env) {
+  PeerPlan plan;
+  std::optional<std::string> url = args.peer;
+  std::string from = "--peer";
+  if (!url || url->empty()) {
+    url = env("IRSAFS_PEER");
+    from = "IRSAFS_PEER";
+  }
+  if (url && !url->empty()) {
+    PeerSettings p;
+    try {
+      p.url = peer_config_url(*url);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string(e.what()) + " (from " + from + ")");
+    }
+    if (args.token_file.empty()) throw UsageError("--peer-token-file must name a file");
+    p.token_file = args.token_file;
+    p.deadline = options.fetch.deadline;
+    p.retry = options.fetch.retry;
+    plan.peer = std::move(p);
+    plan.fallback = args.fallback == "irsa-svc";
+  }
+  if (args.serve && !args.serve->empty() && *args.serve != "none") {
+    if (args.audience.empty()) throw UsageError("--peer-audience must not be empty");
+    try {
+      plan.serve = parse_listen_address(*args.serve, "--serve-peers");
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+  }
+  return plan;
+}
+
+namespace {
+
+std::unique_ptr<Transport> peer_transport(const ResolvedOptions& options) {
+  TransportSettings t = options.transport;
+  // A request may wait at the head while the head fetches: it may last the whole deadline; a
+  // connection still has --timeout to come.
+  t.connect_timeout = t.timeout;
+  t.timeout = options.fetch.deadline;
+  return std::make_unique<CurlTransport>(t);
+}
+
+}  // namespace
+
+std::unique_ptr<ConfigSource> make_source(const PeerPlan& plan, const ResolvedOptions& options, Transport& transport,
+                                          Clock& clock, Random& random) {
+  if (!plan.peer) return std::make_unique<Fetcher>(options.fetch, transport, clock, random);
+  auto peer = std::make_unique<PeerSource>(*plan.peer, peer_transport(options), clock, random);
+  if (!plan.fallback) return peer;
+  return std::make_unique<FallbackSource>(std::move(peer),
+                                          std::make_unique<Fetcher>(options.fetch, transport, clock, random));
+}
+
+SourceFactory source_factory(const PeerPlan& plan, const ResolvedOptions& options) {
+  if (!plan.peer) return {};
+  return [plan, options](const SourceContext& ctx) {
+    return make_source(plan, options, ctx.transport, ctx.clock, ctx.random);
+  };
+}
+
+void add_peer_server(Daemon&, const PeerPlan& plan, const PeerArgs&) {
+  if (!plan.serve) return;
+  // The authenticator (auth/) is not in this build yet: no unauthenticated serving.
+  throw UsageError("--serve-peers is not available in this build (no peer authenticator)");
+}
+
+}  // namespace irsafs
