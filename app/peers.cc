@@ -8,6 +8,7 @@
 
 #include "common/text.h"
 #include "fetcher/peer_source.h"
+#include "http/conditional.h"
 
 namespace irsafs {
 namespace {
@@ -43,29 +44,10 @@ std::size_t answer_slot(int status) {
 
 }  // namespace
 
-bool PeerEndpoint::etag_matches(std::string_view header, std::string_view sha256) {
-  // RFC 9110 13.1.2: "*" or a list of entity tags, compared weakly.
-  std::size_t pos = 0;
-  while (pos < header.size()) {
-    const std::size_t comma = header.find(',', pos);
-    std::string_view tag = header.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
-    pos = comma == std::string_view::npos ? header.size() : comma + 1;
-    while (!tag.empty() && (tag.front() == ' ' || tag.front() == '\t')) tag.remove_prefix(1);
-    while (!tag.empty() && (tag.back() == ' ' || tag.back() == '\t')) tag.remove_suffix(1);
-    if (tag == "*") return true;
-    if (tag.starts_with("W/")) tag.remove_prefix(2);
-    if (tag.size() == sha256.size() + 2 && tag.front() == '"' && tag.back() == '"' &&
-        tag.substr(1, sha256.size()) == sha256) {
-      return true;
-    }
-  }
-  return false;
-}
-
 HttpReply PeerEndpoint::content_reply(const Content& content, std::string_view if_none_match) {
   HttpReply r;
   r.headers.emplace_back("ETag", "\"" + content.sha256 + "\"");
-  if (!if_none_match.empty() && etag_matches(if_none_match, content.sha256)) {
+  if (!if_none_match.empty() && if_none_match_matches(if_none_match, content.sha256)) {
     r.status = 304;
     return r;
   }

@@ -44,8 +44,6 @@ class PeerEndpoint {
 
   // The answer with `content` to a request that sent `if_none_match` (empty: none).
   static HttpReply content_reply(const Content& content, std::string_view if_none_match);
-  // Whether an If-None-Match value names `sha256` ("\"<sha256>\"", a list, W/, or *).
-  static bool etag_matches(std::string_view if_none_match, std::string_view sha256);
 
  private:
   void serve(std::string if_none_match, HttpRespond respond);

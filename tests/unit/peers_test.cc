@@ -8,10 +8,16 @@
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include "app/peer_options.h"
 #include "app/peers.h"
 #include "fakes.h"
+#include "fetcher/curl_transport.h"
 #include "fetcher/peer_source.h"
 #include "http/metrics.h"
 
@@ -453,6 +459,80 @@ TEST(FallbackSource, OnePeerFailureThenOneIrsaSvcFetch) {
   r = source.fetch();
   EXPECT_TRUE(r.ok);
   EXPECT_EQ(i->calls, 2);
+}
+
+// --- both over a real server ----------------------------------------------------------------
+
+// The PeerSource with libcurl against the peer route on a real HttpServer: the request is
+// suspended until the head's fetch ends, the ETag comes back as If-None-Match, a 304 has no
+// body, a refusal carries its reason.
+TEST_F(PeerSourceTest, AgainstTheRouteOnARealServer) {
+  // Launched from the server's thread, completed from the test's.
+  struct Launcher final : FetchLauncher {
+    void launch(std::function<void(FetchResult)> done) override {
+      std::lock_guard lock(mu);
+      pending.push_back(std::move(done));
+      cv.notify_all();
+    }
+    void cancel() override {}
+    std::function<void(FetchResult)> wait_one() {
+      std::unique_lock lock(mu);
+      if (!cv.wait_for(lock, seconds(20), [&] { return !pending.empty(); })) return {};
+      auto done = std::move(pending.front());
+      pending.pop_front();
+      return done;
+    }
+    std::size_t size() {
+      std::lock_guard lock(mu);
+      return pending.size();
+    }
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void(FetchResult)>> pending;
+  } launcher;
+  FakeClock service_clock;
+  FakeRandom service_random{0.5};
+  ServiceOptions o;
+  o.read_deadline = seconds(10);
+  ConfigService svc(o, launcher, service_clock, service_random);
+  FakeAuth auth;
+  PeersComponent peers(svc, auth, HttpServerOptions{});
+  peers.prepare();
+  peers.start();
+  settings.url = peer_config_url("http://" + peers.address());
+  settings.deadline = seconds(20);
+  SystemClock clock_;
+  SystemRandom random_;
+  CurlTransport curl(TransportSettings{});
+  PeerSource source(settings, curl, clock_, random_);
+
+  std::promise<FetchResult> first;
+  std::jthread worker([&] { first.set_value(source.fetch()); });
+  // The worker's request has started the head's fetch and waits, suspended.
+  auto done = launcher.wait_one();
+  ASSERT_TRUE(done);
+  FetchResult fetched;
+  fetched.ok = true;
+  fetched.content = kV1;
+  done(fetched);
+  FetchResult r = first.get_future().get();
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.content, kV1);
+  EXPECT_EQ(auth.seen, (std::vector<std::string>{"Bearer header.payload.sig-1"}));
+
+  r = source.fetch();  // conditional: 304
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.content, kV1);
+  EXPECT_EQ(svc.status()["peers"]["answers"]["304"], 1);
+  EXPECT_EQ(svc.status()["peers"]["serving"], peers.address());
+
+  auth.verdict = AuthResult{403, "sub: system:serviceaccount:ns:other is not system:serviceaccount:ns:head"};
+  r = source.fetch();
+  EXPECT_FALSE(r.ok);
+  EXPECT_THAT(r.error, HasSubstr("HTTP 403: sub: system:serviceaccount:ns:other is not"));
+  EXPECT_EQ(launcher.size(), 0u);
+  peers.stop();
+  EXPECT_FALSE(svc.status().contains("peers"));
 }
 
 // --- the plumbing --------------------------------------------------------------------------
