@@ -195,8 +195,8 @@ void OidcAuthenticator::start() {
   std::string error;
   const bool known = identity(id, error);
   if (!known) {
-    spdlog::warn("Peer authentication: the head's own token {}: {}; requests get 503 until it can be read",
-                 settings_.token_file, error);
+    spdlog::warn("Peer authentication: the head's own token cannot be read: {}; requests get 503 until it can be",
+                 error);
   }
   std::lock_guard lock(mu_);
   if (stopped_ || thread_.joinable()) return;
@@ -281,6 +281,8 @@ AuthResult OidcAuthenticator::conclude(const JwtVerdict& v) {
   AuthResult r{v.status(), v.why()};
   if (r.ok()) {
     spdlog::debug("Peer request accepted: kid={} iss={} sub={}", v.facts.kid, v.facts.iss, v.facts.sub);
+  } else if (v.facts.alg.empty()) {
+    spdlog::warn("Peer request refused ({}): {}", r.status, r.why);
   } else {
     spdlog::warn("Peer request refused ({}): {} [alg={} kid={} iss={} sub={}]", r.status, r.why,
                  v.facts.alg, v.facts.kid, v.facts.iss, v.facts.sub);

@@ -10,6 +10,15 @@
 // the JWKS file changed, and after a failure (at most once per `retry_interval`) — never on the
 // caller's thread. A check that can be decided with the keys at hand is decided at once, on the
 // caller's thread; one that needs a (re)load waits for it and is answered from the loader thread.
+//
+// Use (the peer endpoint's component):
+//   PeerAuthSettings s;  // from --peer-audience, --peer-token-file, --peer-jwks-file,
+//                        // --peer-ca-file and env OIDC_PROVIDER
+//   auto auth = make_peer_authenticator(s, clock);  // nothing happens yet (safe before fork)
+//   auth->start();   // after daemonizing: starts the loader thread, prefetches the keys
+//   server.on_request(... auth->check(header, done) ...);
+//   auth->stop();    // before the HTTP server goes: waiting checks are answered 503 while the
+//                    // server can still send them; later checks get 503 at once
 #pragma once
 
 #include <sys/types.h>
