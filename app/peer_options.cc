@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "app/peers.h"
+#include "auth/oidc_authenticator.h"
 #include "common/text.h"
 #include "fetcher/curl_transport.h"
 
@@ -95,10 +96,43 @@ SourceFactory source_factory(const PeerPlan& plan, const ResolvedOptions& option
   };
 }
 
-void add_peer_server(Daemon&, const PeerPlan& plan, const PeerArgs&) {
+namespace {
+
+// The head's authenticator as a component: added before the peer endpoint, so it starts first
+// (its loader thread, after daemonizing) and stops after the endpoint, whose stop() has then
+// answered every request still waiting for it.
+class PeerAuthComponent final : public Component {
+ public:
+  explicit PeerAuthComponent(const PeerAuthSettings& settings) : auth_(make_peer_authenticator(settings, clock_)) {}
+  void start() override { auth_->start(); }
+  void stop() override { auth_->stop(); }
+  Authenticator& authenticator() { return *auth_; }
+
+ private:
+  SystemClock clock_;
+  std::unique_ptr<OidcAuthenticator> auth_;
+};
+
+}  // namespace
+
+PeerAuthSettings peer_auth_settings(const PeerArgs& args, const EnvLookup& env) {
+  PeerAuthSettings s;
+  s.audience = args.audience;
+  s.token_file = args.token_file;
+  s.jwks_file = args.jwks_file.value_or("");
+  s.ca_file = args.ca_file.value_or("");
+  s.oidc_provider = env("OIDC_PROVIDER").value_or("");
+  return s;
+}
+
+void add_peer_server(Daemon& daemon, const PeerPlan& plan, const PeerArgs& args) {
   if (!plan.serve) return;
-  // The authenticator (auth/) is not in this build yet: no unauthenticated serving.
-  throw UsageError("--serve-peers is not available in this build (no peer authenticator)");
+  auto auth = std::make_unique<PeerAuthComponent>(peer_auth_settings(args, process_environment()));
+  Authenticator& checks = auth->authenticator();
+  daemon.add(std::move(auth));
+  HttpServerOptions o;
+  o.address = *plan.serve;
+  daemon.add(std::make_unique<PeersComponent>(daemon.service(), checks, o));
 }
 
 }  // namespace irsafs

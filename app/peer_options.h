@@ -9,6 +9,7 @@
 #include <string>
 
 #include "app/options.h"
+#include "auth/oidc_authenticator.h"
 #include "common/clock.h"
 #include "core/daemon.h"
 #include "fetcher/peer_source.h"
@@ -45,7 +46,10 @@ std::unique_ptr<ConfigSource> make_source(const PeerPlan& plan, const ResolvedOp
 // The same as the Daemon's SourceFactory (unset without a peer: the Daemon's own Fetcher).
 SourceFactory source_factory(const PeerPlan& plan, const ResolvedOptions& options);
 
-// --serve-peers: adds the peer endpoint and its authenticator to `daemon`.
+// The head's authenticator settings from the flags and env OIDC_PROVIDER.
+PeerAuthSettings peer_auth_settings(const PeerArgs& args, const EnvLookup& env);
+
+// --serve-peers: adds the peer endpoint and its authenticator (OidcAuthenticator) to `daemon`.
 void add_peer_server(Daemon& daemon, const PeerPlan& plan, const PeerArgs& args);
 
 }  // namespace irsafs

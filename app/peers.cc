@@ -26,7 +26,7 @@ std::string retry_after(std::optional<Duration> remaining) {
 }
 
 HttpReply unavailable(const std::string& why, std::optional<Duration> remaining) {
-  HttpReply r = text(503, printable(why, 300) + "\n");
+  HttpReply r = text(503, printable(why, 380) + "\n");
   r.headers.emplace_back("Retry-After", retry_after(remaining));
   return r;
 }
@@ -102,7 +102,9 @@ void PeerEndpoint::serve(std::string if_none_match, HttpRespond respond) {
   auto reply = [this, if_none_match, respond](const ReadOutcome& o) {
     if (o.content) return respond(content_reply(*o.content, if_none_match));
     const auto hold = service_.hold_off();
-    respond(unavailable("the serving peer cannot fetch the config: " + o.why,
+    std::string_view why = o.why;
+    if (why.starts_with("fetch failed: ")) why.remove_prefix(14);
+    respond(unavailable("the serving peer cannot fetch the config: " + std::string(why),
                         hold ? std::optional<Duration>(hold->remaining) : std::nullopt));
   };
   if (auto at_once = service_.read(id, reply)) reply(*at_once);

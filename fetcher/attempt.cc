@@ -11,9 +11,8 @@ namespace {
 
 // The first line of a response body for messages: shortened on a character boundary, control
 // characters and bytes that are not UTF-8 replaced (the message reaches .status, which is JSON).
-std::string first_line(std::string_view body) {
-  constexpr std::size_t kMax = 120;
-  std::string out = printable(body.substr(0, body.find_first_of("\r\n")), kMax);
+std::string first_line(std::string_view body, std::size_t max_bytes) {
+  std::string out = printable(body.substr(0, body.find_first_of("\r\n")), max_bytes);
   return out.empty() ? "(empty body)" : out;
 }
 
@@ -34,8 +33,8 @@ std::string redacted(std::string_view body, const Secret& token) {
 
 }  // namespace
 
-std::string describe_status(long status, std::string_view body, const Secret& token) {
-  return "HTTP " + std::to_string(status) + ": " + first_line(redacted(body, token));
+std::string describe_status(long status, std::string_view body, const Secret& token, std::size_t max_bytes) {
+  return "HTTP " + std::to_string(status) + ": " + first_line(redacted(body, token), max_bytes);
 }
 
 std::optional<Duration> usable_retry_after(const HttpResponse& response) {

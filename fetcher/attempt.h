@@ -45,9 +45,9 @@ FetchResult run_attempts(const RetryPolicy& retry, Duration deadline, Clock& clo
 // error), nullopt when it completed. `where` prefixes the error ("irsa-svc URL: ").
 std::optional<Attempt> incomplete_response(const HttpResponse& response, const std::string& where);
 
-// "HTTP 503: <first line of the body>", the body's first line bounded, made printable, with
-// `token` cut out (a server or proxy may echo the request in an error page).
-std::string describe_status(long status, std::string_view body, const Secret& token);
+// "HTTP 503: <first line of the body>", the body's first line bounded (`max_bytes`), made
+// printable, with `token` cut out (a server or proxy may echo the request in an error page).
+std::string describe_status(long status, std::string_view body, const Secret& token, std::size_t max_bytes = 120);
 
 // A Retry-After that sets a pace: "Retry-After: 0" or a date already past sets none (taken at
 // its word it is a retry storm); the usual backoff applies instead.

@@ -16,6 +16,9 @@
 namespace irsafs {
 namespace {
 
+// The head's 503 quotes its own fetch's error (irsa-svc's URL, status and first line).
+constexpr std::size_t kPeerReasonBytes = 400;
+
 // A projected service-account token is about 1 KiB; anything far larger is not one.
 constexpr std::size_t kMaxTokenBytes = 64 * 1024;
 
@@ -121,7 +124,9 @@ Attempt PeerSource::attempt_once(TimePoint deadline, FetchResult& result, std::s
     if (last_sha256_.empty()) return {Verdict::kRetry, where + "HTTP 304 to a request that was not conditional", {}, {}};
     return {Verdict::kSuccess, {}, {}, last_};
   }
-  const std::string why = where + describe_status(response.status, response.body, token);
+  // The head's reasons are irsafs's own one-line messages, which quote irsa-svc's: longer than
+  // an arbitrary server's error page is allowed.
+  const std::string why = where + describe_status(response.status, response.body, token, kPeerReasonBytes);
   // 401 and 403 are the head's verdict on this pod's token: asking again does not change it.
   if (response.status == 401 || response.status == 403) return {Verdict::kFail, why, {}, {}};
   if (response.status == 404) {

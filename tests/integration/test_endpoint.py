@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional
 
 import pytest
 
-from helpers import (DEBIAN_PYTHON, errno_of, fuse_skip_reason, is_mounted, mount_args, pid_alive, read_bytes,
+from helpers import (DEBIAN_PYTHON, errno_of, free_port, fuse_skip_reason, is_mounted, mount_args, pid_alive, read_bytes,
                      realistic_config, start_readers, wait_until)
 from metrics_parse import parse as parse_metrics
 
@@ -61,13 +61,6 @@ class Reply(NamedTuple):
 
     def json(self) -> dict:
         return json.loads(self.body)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bound on port 0, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(port: int, method: str = "GET", path: str = "/healthz", body: Optional[bytes] = None,
