@@ -27,7 +27,7 @@ TSAN_OPTIONS=halt_on_error=1 ./build-tsan/tests/unit_tests --gtest_brief=1 \
 
 echo "== libFuzzer"
 cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz -j"$jobs" --target validator_fuzz podinfo_fuzz response_fuzz listen_fuzz
+cmake --build --preset fuzz -j"$jobs" --target validator_fuzz podinfo_fuzz response_fuzz listen_fuzz jwt_fuzz
 for f in build-fuzz/fuzz/*_fuzz; do
   name=$(basename "$f")
   corpus=$(mktemp -d)
