@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "auth/base64url.h"
 #include "common/text.h"
 
 namespace irsafs {
@@ -17,8 +18,10 @@ JwtVerdict fail(JwtCheck check, std::string detail, JwtFacts facts = {}) {
   return JwtVerdict{check, std::move(detail), std::move(facts)};
 }
 
-// libcjose's base64url decoder (RFC 4648 §5, padding optional); false on bad input.
+// libcjose's base64url decoder (RFC 4648 §5) on unpadded text only (base64url.h says why); false
+// on bad input.
 bool decode_b64url(std::string_view in, std::string& out) {
+  if (!is_unpadded_base64url(in)) return false;
   if (in.empty()) {
     out.clear();
     return true;

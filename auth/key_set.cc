@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "auth/base64url.h"
 #include "common/text.h"
 
 namespace irsafs {
@@ -39,6 +40,11 @@ bool import_key(const nlohmann::json& entry, JwtKey& out) {
   nlohmann::json pub = nlohmann::json::object();
   for (const char* name : {"kty", "kid", "n", "e", "crv", "x", "y"}) {
     if (const auto it = entry.find(name); it != entry.end()) pub[name] = *it;
+  }
+  // libcjose aborts on some malformed base64url (base64url.h): the key's numbers are checked first.
+  for (const char* name : {"n", "e", "x", "y"}) {
+    const auto it = pub.find(name);
+    if (it != pub.end() && (!it->is_string() || !is_unpadded_base64url(it->get_ref<const std::string&>()))) return false;
   }
   const std::string text = pub.dump();
   cjose_err err{};

@@ -17,6 +17,9 @@ namespace {
 
 // A projected token is about 1 KiB; a file much larger than a token is not one.
 constexpr std::size_t kMaxTokenFileBytes = 64 * 1024;
+// Checks waiting for a load at once (each holds a token of at most 8 KiB): far more than a
+// cluster's workers, few enough to bound the memory a flood of unknown kids can hold.
+constexpr std::size_t kMaxWaiting = 4096;
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -317,34 +320,38 @@ void OidcAuthenticator::check(std::string_view authorization, std::function<void
   }
   const JwtExpectations expect{id.iss, settings_.audience, id.sub, settings_.skew};
   const bool file_changed = source_->changed();
-  const auto wait_for_load = [&](bool after_unknown_kid) {
+  // Under mu_: queues this check for the next load (requesting one unless one is running), or
+  // says why it cannot wait. The callback is then called by the caller, without the lock.
+  const auto wait_for_load = [&]() -> std::optional<std::string> {
+    if (waiting_.size() >= kMaxWaiting) return "too many requests wait for the issuer's keys";
     if (!loading_) {
       load_wanted_ = true;
       wanted_issuer_ = id.iss;
     }
-    waiting_.push_back(Waiting{Secret(std::string(token)), expect, std::move(done), after_unknown_kid});
+    waiting_.push_back(Waiting{Secret(std::string(token)), expect, std::move(done)});
     cv_.notify_all();
+    return std::nullopt;
   };
 
   std::shared_ptr<const KeySet> keys;
   {
     std::unique_lock lock(mu_);
+    std::optional<std::string> refused;
     if (stopped_) {
-      lock.unlock();
-      done(unavailable("the head is shutting down"));
-      return;
-    }
-    // Keys at hand decide at once, even while a re-read (for some other kid) is in flight.
-    if (keys_ != nullptr && keys_issuer_ == id.iss && !file_changed) {
+      refused = "the head is shutting down";
+    } else if (keys_ != nullptr && keys_issuer_ == id.iss && !file_changed) {
+      // Keys at hand decide at once, even while a re-read (for some other kid) is in flight.
       keys = keys_;
     } else if (loading_ || load_wanted_ || file_changed || keys_issuer_ != id.iss || !last_load_ ||
                clock_.now() - *last_load_ >= settings_.retry_interval) {
-      wait_for_load(false);
-      return;
+      refused = wait_for_load();
+      if (!refused) return;
     } else {
-      const std::string why = load_error_;
+      refused = "the issuer's keys cannot be had: " + load_error_;
+    }
+    if (refused) {
       lock.unlock();
-      done(unavailable("the issuer's keys cannot be had: " + why));
+      done(unavailable(std::move(*refused)));
       return;
     }
   }
@@ -354,9 +361,17 @@ void OidcAuthenticator::check(std::string_view authorization, std::function<void
     // Perhaps the issuer rotated its keys: re-read them, at most once per reread_interval; this
     // request waits for that one re-read.
     std::unique_lock lock(mu_);
-    if (!stopped_ && (loading_ || load_wanted_ || keys_ != keys || !last_load_ ||
-                      clock_.now() - *last_load_ >= settings_.reread_interval)) {
-      wait_for_load(true);
+    if (!stopped_ && keys_ != nullptr && keys_ != keys && keys_issuer_ == id.iss) {
+      // A load ended since: its keys decide, without another.
+      keys = keys_;
+      lock.unlock();
+      v = verify_jwt(token, *keys, expect, clock_.wall_now());
+    } else if (!stopped_ && (loading_ || load_wanted_ || !last_load_ ||
+                             clock_.now() - *last_load_ >= settings_.reread_interval)) {
+      std::optional<std::string> refused = wait_for_load();
+      if (!refused) return;
+      lock.unlock();
+      done(unavailable(std::move(*refused)));
       return;
     }
   }

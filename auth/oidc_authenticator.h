@@ -150,7 +150,6 @@ class OidcAuthenticator final : public Authenticator {
     Secret token;
     JwtExpectations expect;
     std::function<void(AuthResult)> done;
-    bool after_unknown_kid = false;  // a re-read for its kid; answered with the new keys, final
   };
 
   // The head's identity from its token file, re-read when the file changed; false with `error`.

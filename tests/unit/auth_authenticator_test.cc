@@ -390,6 +390,23 @@ TEST_F(AuthenticatorTest, AJwksFileIsReadAgainWhenItChanges) {
   EXPECT_EQ(auth->loads_started(), 3);
 }
 
+TEST_F(AuthenticatorTest, HowManyMayWaitForTheKeysIsBounded) {
+  issuer->close_gate();
+  start_with_discovery();
+  ASSERT_TRUE(issuer->wait_held());
+  const std::string token = good(ec_key());
+  std::vector<std::unique_ptr<Pending>> waiting;
+  for (int i = 0; i < 4096; ++i) waiting.push_back(std::make_unique<Pending>(*auth, token));
+  Answer over = check(token);
+  EXPECT_EQ(over.result.status, 503);
+  EXPECT_TRUE(over.at_once);
+  EXPECT_NE(over.result.why.find("too many requests wait"), std::string::npos) << over.result.why;
+  issuer->open_gate();
+  int accepted = 0;
+  for (auto& p : waiting) accepted += p->get().result.status == 200;
+  EXPECT_EQ(accepted, 4096);
+}
+
 TEST_F(AuthenticatorTest, StopAnswersWaitingChecks503) {
   issuer->close_gate();
   start_with_discovery();

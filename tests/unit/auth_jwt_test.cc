@@ -246,6 +246,22 @@ TEST_F(JwtTest, MalformedTokensAreRefused) {
   EXPECT_REFUSED(verify(h + "." + b64url(claims().dump()) + "."), JwtCheck::kStructure, 401);
 }
 
+TEST_F(JwtTest, PaddingAndImpossibleLengthsAreRefusedWithoutReachingLibcjose) {
+  // libcjose 0.6.2.1 aborts the process on "0=" (found by fuzz/jwt_fuzz.cc): each part with it
+  // is refused, as is padding at all (RFC 7515 §2) and a length no encoding has.
+  const std::string good = sign_token(rsa_key(), claims());
+  const std::string h = good.substr(0, good.find('.'));
+  const std::string p = good.substr(good.find('.') + 1, good.rfind('.') - good.find('.') - 1);
+  const std::string s = good.substr(good.rfind('.') + 1);
+  for (const std::string& bad : {h + "." + p + ".0=", "0=." + p + "." + s, h + ".0=." + s, h + "." + p + "." + s + "==",
+                                 h + "." + p + ".AAAAB", h + "." + p + "." + s + "=garbage"}) {
+    EXPECT_REFUSED(verify(bad), JwtCheck::kStructure, 401);
+  }
+  JwtIdentity id;
+  std::string error;
+  EXPECT_FALSE(read_identity("..0=", id, error));
+}
+
 TEST_F(JwtTest, HugeTokensAreRefusedBeforeDecoding) {
   json c = claims();
   c["padding"] = std::string(9000, 'x');
@@ -322,21 +338,24 @@ TEST(KeySetTest, KeepsOnlyKeysATokenMaySignWith) {
   p384.erase("alg");
   json dup = ec_key().public_jwk();  // a second key under a kid already taken
   json broken = {{"kty", "RSA"}, {"kid", "broken"}, {"n", "!!"}, {"e", "AQAB"}};
-  for (const json& k : {enc, nokid, wrong_alg, oct, small, p384, dup, broken, json("x")}) doc["keys"].push_back(k);
+  json aborts = ec_key().public_jwk();  // "0=" aborts libcjose 0.6.2.1's decoder
+  aborts["kid"] = "aborts";
+  aborts["x"] = "0=";
+  for (const json& k : {enc, nokid, wrong_alg, oct, small, p384, dup, broken, aborts, json("x")}) doc["keys"].push_back(k);
 
   KeySet keys;
   std::string error;
   ASSERT_TRUE(KeySet::parse(doc.dump(), keys, error)) << error;
   ASSERT_EQ(keys.keys().size(), 2u) << keys.describe();
-  EXPECT_EQ(keys.skipped(), 9u);
+  EXPECT_EQ(keys.skipped(), 10u);
   ASSERT_NE(keys.find("rsa-1"), nullptr);
   EXPECT_EQ(keys.find("rsa-1")->type, JwtKey::Type::kRsa);
   ASSERT_NE(keys.find("ec-1"), nullptr);
   EXPECT_EQ(keys.find("ec-1")->type, JwtKey::Type::kEc);
-  for (const char* kid : {"enc-1", "ec-as-rs", "hmac-1", "rsa-1024", "ec-384", "broken"}) {
+  for (const char* kid : {"enc-1", "ec-as-rs", "hmac-1", "rsa-1024", "ec-384", "broken", "aborts"}) {
     EXPECT_EQ(keys.find(kid), nullptr) << kid;
   }
-  EXPECT_EQ(keys.describe(), "2 keys (kid rsa-1 RS256, kid ec-1 ES256), 9 skipped");
+  EXPECT_EQ(keys.describe(), "2 keys (kid rsa-1 RS256, kid ec-1 ES256), 10 skipped");
 }
 
 TEST(KeySetTest, RefusesWhatIsNotAJwks) {
