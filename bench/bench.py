@@ -30,6 +30,7 @@ import argparse
 import atexit
 import collections
 import contextlib
+import http.client
 import itertools
 import json
 import os
@@ -710,11 +711,26 @@ def peers_fleet(ctx: Ctx, n: int, url: str, token: str, outdir: str, deadline: f
 @contextlib.contextmanager
 def head_mount(ctx: Ctx, oidc: Oidc, token: str):
     port = free_port()
-    # The head's authenticator loads the issuer's keys as it starts; a check arriving before
-    # they are there waits for them.
     with mount(ctx, ["--serve-peers", f"127.0.0.1:{port}", "--peer-token-file", token,
                      "--peer-ca-file", oidc.ca_file]) as m:
         m.url = f"http://127.0.0.1:{port}"
+        # The head's authenticator loads the issuer's keys as it starts, and a check arriving
+        # before them waits: on a loaded machine that can take seconds, which would be measured
+        # in one run and not in the other. A token with a broken signature is answered (401) once
+        # the keys are there, and starts no fetch.
+        with open(token) as f:
+            good = f.read().strip()
+        head, payload, sig = good.split(".")
+        broken = f"{head}.{payload}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            c.request("GET", "/v1/config", headers={"Authorization": "Bearer " + broken})
+            r = c.getresponse()
+            r.read()
+            if r.status != 401:
+                raise RuntimeError(f"the head answered a broken token with {r.status}, not 401")
+        finally:
+            c.close()
         yield m
 
 
