@@ -237,12 +237,15 @@ void ConfigService::on_fetch_done(FetchResult result) {
       hold_until_.reset();
       last_success_at_ = clock_.wall_now();
       bool changed = false;
+      // Requests to irsa-svc, or to the serving peer (--peer).
+      const bool peer = result.origin == FetchOrigin::kPeer;
+      const int made = result.requests + result.peer_requests;
       if (content_ && content_->bytes == result.content) {
-        spdlog::info("Refreshed the AWS config in {} with {} request(s): unchanged ({} bytes)",
-                     format_seconds(result.elapsed), result.requests, content_->bytes.size());
+        spdlog::info("Refreshed the AWS config{} in {} with {} request(s): unchanged ({} bytes)",
+                     peer ? " from the peer" : "", format_seconds(result.elapsed), made, content_->bytes.size());
       } else {
-        spdlog::info("{} the AWS config in {} with {} request(s): {} bytes", refresh ? "Refreshed" : "Fetched",
-                     format_seconds(result.elapsed), result.requests, result.content.size());
+        spdlog::info("{} the AWS config{} in {} with {} request(s): {} bytes", refresh ? "Refreshed" : "Fetched",
+                     peer ? " from the peer" : "", format_seconds(result.elapsed), made, result.content.size());
         publish_locked(std::move(result.content),
                        result.origin == FetchOrigin::kPeer ? ContentSource::kPeer : ContentSource::kIrsaSvc, fx);
         changed = true;
@@ -268,7 +271,8 @@ void ConfigService::on_fetch_done(FetchResult result) {
           }
         } else {
           spdlog::error("Cannot fetch the AWS config: {} ({} request(s) in {}); {} reader(s) get EIO",
-                        result.error, result.requests, format_seconds(result.elapsed), waiters_.size());
+                        result.error, result.requests + result.peer_requests, format_seconds(result.elapsed),
+                        waiters_.size());
         }
       }
       if (!content_) fail_waiters_locked(EIO, "fetch failed: " + result.error, fx);

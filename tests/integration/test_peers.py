@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from helpers import (UNREACHABLE_ARGS, clean_env, free_port, fuse_skip_reason, read_bytes, realistic_config,
+from helpers import (UNREACHABLE_ARGS, clean_env, fetch_args, free_port, fuse_skip_reason, read_bytes, realistic_config,
                      start_readers, wait_until)
 from oidc_issuer import OidcIssuer
 
@@ -181,6 +181,20 @@ def test_a_head_that_is_down_gives_a_clear_error_within_the_deadline(run_fetch, 
     assert "Connection refused" in res.stderr
     assert "deadline of 5" in res.stderr
     assert res.elapsed < 5 + 3, res.explain()
+
+
+def test_fallback_to_irsa_svc_is_one_fetch_after_the_peer_failed(run_fetch, standin, tokens):
+    url = f"http://127.0.0.1:{free_port()}"
+    res = run_fetch("--peer", url, "--peer-fallback", "irsa-svc", "--peer-token-file", tokens["worker"],
+                    *fetch_args(standin, deadline=3), timeout=60)
+    assert res.rc == 0, res.explain()
+    assert res.stdout == standin.config_bytes
+    assert "falling back to irsa-svc (--peer-fallback irsa-svc)" in res.stderr
+    assert standin.irsa_count == 1
+    # Without it (the default), no irsa-svc call at all.
+    res = run_fetch("--peer", url, "--peer-token-file", tokens["worker"], *fetch_args(standin, deadline=3), timeout=60)
+    assert res.rc == 1 and "falling back" not in res.stderr, res.explain()
+    assert standin.irsa_count == 1
 
 
 def test_a_worker_mount_reports_an_unreachable_head(mounter, tokens):
