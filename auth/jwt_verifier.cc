@@ -56,8 +56,9 @@ std::string seconds_text(double seconds) {
 }
 
 std::string date_text(double seconds) {
-  // Beyond what a time_point holds, say the number.
-  if (seconds < -1e11 || seconds > 1e11) return std::to_string(static_cast<long long>(seconds));
+  // Beyond what a time_point holds (nanoseconds in 64 bits: ±292 years around 1970), say the
+  // number.
+  if (seconds < -9e9 || seconds > 9e9) return seconds_text(seconds);
   return iso8601(WallTime(std::chrono::seconds(static_cast<long long>(std::floor(seconds)))));
 }
 

@@ -4,9 +4,11 @@
 //
 // The checks, in order; the first that fails decides:
 //   1. size            the token is at most kMaxTokenBytes, each part within its limit
-//   2. structure       three base64url parts; header and payload are JSON objects
+//   2. structure       three parts of unpadded base64url; the header a JSON object
 //   3. algorithm       the header's "alg" is RS256 or ES256 (no "none", no HS*, nothing else),
-//                      no "crit" extensions; decided before any key is looked at
+//                      no "crit" extensions; decided before any key is looked at (and before
+//                      the payload is parsed)
+//      structure       a non-empty signature; the payload a JSON object
 //   4. kid             the header's "kid" names a key of the set
 //   5. key             that key is of the algorithm's type (RSA for RS256, EC P-256 for ES256)
 //   6. signature       libcjose verifies the signature with that key

@@ -96,7 +96,7 @@ TEST_F(JwtTest, SignedByAnotherKeyUnderAKnownKidIsRefused) {
 
 TEST_F(JwtTest, AlgNoneIsRefusedBeforeAnyKey) {
   const std::string payload = claims().dump();
-  for (const std::string& alg : {"none", "None", "NONE"}) {
+  for (const std::string alg : {"none", "None", "NONE"}) {
     const json header = {{"alg", alg}, {"kid", rsa_key().kid}, {"typ", "JWT"}};
     // Unsigned as RFC 7519 §6 has it (empty signature), and with some bytes as a signature.
     EXPECT_REFUSED(verify(b64url(header.dump()) + "." + b64url(payload) + "."), JwtCheck::kAlgorithm, 401);
@@ -183,6 +183,13 @@ TEST_F(JwtTest, NotBeforeWithSixtySecondsOfSkew) {
   EXPECT_REFUSED(verify(sign_token(rsa_key(), c)), JwtCheck::kNotYetValid, 401);
   c["nbf"] = 1e300;
   EXPECT_REFUSED(verify(sign_token(rsa_key(), c)), JwtCheck::kNotYetValid, 401);
+  // Beyond what a time_point holds: said as a number (no overflow converting it).
+  c["nbf"] = 5e10;
+  const JwtVerdict far = verify(sign_token(rsa_key(), c));
+  EXPECT_REFUSED(far, JwtCheck::kNotYetValid, 401);
+  EXPECT_NE(far.detail.find("not valid before 50000000000"), std::string::npos) << far.detail;
+  c["nbf"] = 4102444800;  // 2100-01-01
+  EXPECT_NE(verify(sign_token(rsa_key(), c)).detail.find("not valid before 2100-01-01T00:00:00Z"), std::string::npos);
 }
 
 TEST_F(JwtTest, WrongAudienceIsRefused) {
