@@ -73,13 +73,18 @@ class FakeTransport final : public irsafs::Transport {
   bool first_ = true;
 };
 
-std::string token_file() {
-  static const std::string path = [] {
-    std::string p = "/tmp/irsafs-peer-fuzz-token-" + std::to_string(::getpid());
-    std::ofstream(p) << kToken << "\n";
-    return p;
-  }();
-  return path;
+// The worker's token, in a file of this process's own, removed at exit.
+struct TokenFile {
+  TokenFile() : path("/tmp/irsafs-peer-fuzz-token-" + std::to_string(::getpid())) {
+    std::ofstream(path) << kToken << "\n";
+  }
+  ~TokenFile() { ::unlink(path.c_str()); }
+  std::string path;
+};
+
+const std::string& token_file() {
+  static const TokenFile file;
+  return file.path;
 }
 
 }  // namespace
