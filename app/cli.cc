@@ -16,6 +16,7 @@
 #include "app/log.h"
 #include "app/options.h"
 #include "app/verify_setup.h"
+#include "app/peer_options.h"
 #include "common/exit_codes.h"
 #include "common/text.h"
 #include "fetcher/curl_transport.h"
@@ -37,6 +38,7 @@ Environment (used when the flag is not given):
                          dominodatalab.com/irsa-workload-type gives --workload-type
   DOMINO_IRSA_SSL_CERT   CA bundle for irsa-svc        (--ca-file); else the
                          certificates in /etc/ssl/certs/irsa; else the system store
+  IRSAFS_PEER            a serving peer's URL          (--peer)
 
 Examples:
   irsafs fetch --run-id R -o /var/run/.aws/config
@@ -45,6 +47,8 @@ Examples:
   irsafs mount --listen 127.0.0.1:6003 /var/run/.aws
   irsafs mount -f --link /var/run/.aws/config /var/run/.aws/.irsafs   # a sidecar
   curl localhost:6003/refresh         # fetch again now; also /healthz /readyz /metrics
+  irsafs mount --serve-peers 0.0.0.0:6010 /var/run/.aws                 # a Ray head
+  irsafs mount --peer http://ray-head:6010 /var/run/.aws                # its workers
 
 Exit status: 0 success, 1 the fetch or mount failed, 2 bad usage.)";
 
@@ -130,26 +134,29 @@ void write_atomically(const std::string& path, std::string_view content) {
   }
 }
 
-int run_fetch(const ResolvedOptions& options, const VerifyPlan& verify, const std::optional<std::string>& output) {
+int run_fetch(const ResolvedOptions& options, const PeerPlan& peers, const VerifyPlan& verify,
+              const std::optional<std::string>& output) {
   CurlGlobal curl;
   CurlTransport transport(options.transport);
   SystemClock clock;
   SystemRandom random;
-  std::unique_ptr<ConfigSource> source = verifying_source(
-      std::make_unique<Fetcher>(options.fetch, transport, clock, random), verify, clock, random, nullptr);
+  const SourceFactory make_source = peer_source_factory(peers, options, verifying_source_factory(verify, nullptr));
+  const std::unique_ptr<ConfigSource> source = make_source(SourceContext{options.fetch, transport, clock, random});
   if (options.transport.tls.insecure) {
     spdlog::warn("TLS verification is off (--insecure): irsa-svc's identity is not checked");
   }
-  spdlog::debug("Fetching from {} (token from {}, trust: {})", options.fetch.endpoint,
-                options.fetch.token_url, options.ca_source);
+  spdlog::debug("Fetching from {} (token from {}, trust: {})", peers.peer ? peers.peer->url : options.fetch.endpoint,
+                peers.peer ? peers.peer->token_file : options.fetch.token_url, options.ca_source);
   FetchResult result = source->fetch();
+  const int requests = result.requests + result.peer_requests;
   if (!result.ok) {
-    spdlog::error("Cannot fetch the AWS config: {} ({} requests in {})", result.error, result.requests,
+    spdlog::error("Cannot fetch the AWS config: {} ({} requests in {})", result.error, requests,
                   format_seconds(result.elapsed));
     return kExitFailure;
   }
-  spdlog::info("Fetched the AWS config ({} bytes) in {} with {} request{}", result.content.size(),
-               format_seconds(result.elapsed), result.requests, result.requests == 1 ? "" : "s");
+  spdlog::info("Fetched the AWS config ({} bytes) {}in {} with {} request{}", result.content.size(),
+               result.origin == FetchOrigin::kPeer ? "from the peer " : "", format_seconds(result.elapsed), requests,
+               requests == 1 ? "" : "s");
   if (output) {
     try {
       write_atomically(*output, result.content);
@@ -187,6 +194,8 @@ int run_cli(int argc, char** argv) {
   CLI::App* fetch = app.add_subcommand("fetch", "Fetch the config once; print it, or write it with -o");
   add_common(*fetch, common, log);
   add_verify_options(*fetch, verify_args);
+  PeerArgs peer_args;
+  add_peer_options(*fetch, peer_args, false);
   fetch->add_option("-o,--output", output,
                     "Write to FILE atomically (mode 0644) instead of standard output")
       ->type_name("FILE");
@@ -195,6 +204,7 @@ int run_cli(int argc, char** argv) {
   CLI::App* mount = app.add_subcommand("mount", "Mount the virtual config file on MOUNTPOINT");
   add_common(*mount, common, log);
   add_verify_options(*mount, verify_args);
+  add_peer_options(*mount, peer_args, true);
   mount->add_option("MOUNTPOINT", mount_args.mountpoint, "An existing directory")->required();
   mount->add_flag("-f,--foreground", mount_args.foreground,
                   "Stay in the foreground (else daemonize once the mount is ready)");
@@ -233,7 +243,8 @@ int run_cli(int argc, char** argv) {
     setup_logging(level, format);
     const ResolvedOptions options = resolve_options(common, process_environment());
     const VerifyPlan verify = resolve_verify(verify_args, options, process_environment());
-    if (*fetch) return run_fetch(options, verify, output);
+    const PeerPlan peers = resolve_peers(peer_args, options, process_environment());
+    if (*fetch) return run_fetch(options, peers, verify, output);
 
     if (mode.empty() || mode.find_first_not_of("01234567") != std::string::npos || mode.size() > 4) {
       throw UsageError("--mode must be octal permission bits such as 0644, not '" + mode + "'");
@@ -268,7 +279,8 @@ int run_cli(int argc, char** argv) {
     ms.fs.mode = static_cast<mode_t>(std::stoul(mode, nullptr, 8));
     ms.fs.read_only = mount_args.read_only;
     ms.link = mount_args.link;
-    ms.describe = "trust: " + options.ca_source + "; " + verify.describe;
+    ms.describe = "trust: " + options.ca_source + "; " + verify.describe +
+                  (peers.peer ? "; peer: " + peers.peer->url : std::string());
     ms.on_terminal_lost = [level, format] { setup_logging(level, format, LogSink::kSyslog); };
     DaemonSettings ds;
     ds.fetch = options.fetch;
@@ -276,7 +288,7 @@ int run_cli(int argc, char** argv) {
         std::chrono::duration_cast<Duration>(std::chrono::duration<double>(mount_args.refresh_interval_seconds));
     ds.service.writable = !mount_args.read_only;
     auto verification = std::make_shared<VerificationReport>();
-    ds.source = verifying_source_factory(verify, verification);
+    ds.source = peer_source_factory(peers, options, verifying_source_factory(verify, verification));
     const EnvLookup env = process_environment();
     const std::optional<ListenAddress> listen = resolve_listen(mount_args.listen, env("DOMINO_IRSA_PROXY"));
     CurlGlobal curl;  // before any thread
@@ -287,6 +299,7 @@ int run_cli(int argc, char** argv) {
       ho.address = *listen;
       daemon.add(std::make_unique<EndpointComponent>(daemon.service(), ho));
     }
+    add_peer_server(daemon, peers, peer_args);
     if (options.transport.tls.insecure) spdlog::warn("TLS verification is off (--insecure)");
     return run_mount(daemon, ms);
   } catch (const UsageError& e) {

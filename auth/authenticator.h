@@ -1,7 +1,8 @@
 // Who may take the config from a serving peer (issue 14): the head checks each worker's
 // `Authorization: Bearer <JWT>` (a projected service-account token with its own audience)
 // against the issuer's keys and its own identity. The HTTP side knows only this interface;
-// tests may pass their own.
+// tests may pass their own. The head's implementation is OidcAuthenticator
+// (auth/oidc_authenticator.h; make_peer_authenticator builds it from PeerAuthSettings).
 #pragma once
 
 #include <functional>

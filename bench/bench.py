@@ -18,6 +18,9 @@ Sections (see bench/README.md for what each number means):
   footprint  RSS and threads idle / after 1M warm reads, binary size, exec -> mount ready
   http       /healthz requests per second and latency with 50 concurrent clients (keep-alive,
              and a new connection per request), daemon RSS before/after 100,000 of them
+  peers      N `irsafs fetch --peer` workers through one head (`irsafs mount --serve-peers`)
+             against the fleet rows' one-at-a-time irsa-svc: its requests and the makespan,
+             against the floor (the same workers, the head's content already known)
 
 These machines are shared and noisy: everything compared is measured in the same run,
 interleaved, and reported as medians and ratios. Benchmarks are not tests: nothing here fails
@@ -29,6 +32,7 @@ import argparse
 import atexit
 import collections
 import contextlib
+import http.client
 import itertools
 import json
 import os
@@ -45,10 +49,11 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 STANDIN = os.path.join(REPO, "tests", "standin", "irsa_standin.py")
+OIDC_ISSUER = os.path.join(REPO, "tests", "standin", "oidc_issuer.py")
 # Mounts, waiting and environments as the integration tests handle them.
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 sys.path.insert(0, os.path.join(REPO, "tests", "standin"))
-from helpers import (Mount, clean_env, is_mounted, pid_alive, realistic_config, unmount,  # noqa: E402
+from helpers import (Mount, clean_env, free_port, is_mounted, pid_alive, realistic_config, unmount,  # noqa: E402
                      wait_for_daemon, wait_until)
 from sts_standin import FakeSTS  # noqa: E402
 PYTHON = "/usr/bin/python3"
@@ -75,6 +80,11 @@ SIZES = {
     # /healthz with 50 concurrent clients: keep-alive requests (RSS before/after them), then
     # requests that each open a new connection (as kubelet probes do).
     "http_clients": (50, 50), "http_requests": (100_000, 2_000), "http_new_conn_requests": (20_000, 500),
+    # Peers (issue 14): N workers through one head, against the "herd" server (1 at a time,
+    # 100 ms, Retry-After: 1); repetitions per N. The direct row: the same N `irsafs fetch`
+    # without a head (the fleet section's "herd" irsafs row), for N = 100 only (N = 1000 would
+    # take minutes at one request per 100 ms).
+    "peers": ({100: 3, 1000: 2}, {6: 1}), "peers_direct_n": (100, 6),
 }
 
 CLEANUPS: list = []  # run at exit, last first
@@ -638,13 +648,6 @@ def bench_footprint(ctx: Ctx) -> dict:
 # HTTP endpoints (issue 11)
 # --------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_http(ctx: Ctx) -> dict:
     """/healthz under 50 concurrent clients (bench_http_load), on a mount with content served;
     the daemon's RSS right before and after the keep-alive run."""
@@ -676,6 +679,153 @@ def bench_http(ctx: Ctx) -> dict:
         out["newconn"] = run_json(load + ["--requests", str(ctx.size("http_new_conn_requests")),
                                           "--new-connection"], ctx.env)
         out["after_newconn"] = proc_stat(m.pid)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Peers (issue 14)
+# --------------------------------------------------------------------------------------------
+
+class Oidc:
+    """tests/standin/oidc_issuer.py in program mode: the issuer of the head's and the workers'
+    tokens (discovery over HTTPS with its test CA), minting through its control API."""
+
+    def __init__(self, workdir: str, env: dict):
+        self.dir = os.path.join(workdir, "oidc")
+        os.makedirs(self.dir)
+        self.log = open(os.path.join(workdir, "oidc.log"), "w")
+        self.proc = subprocess.Popen([PYTHON, OIDC_ISSUER, "--state-dir", self.dir], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+        CLEANUPS.append(self.stop)
+        info_path = os.path.join(self.dir, "oidc.json")
+        try:
+            wait_for_daemon(lambda: os.path.exists(info_path), 60, self.proc, "the OIDC issuer")
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}; see oidc.log") from None
+        with open(info_path) as f:
+            info = json.load(f)
+        self.issuer, self.ca_file, self.control_url = info["issuer"], info["ca_file"], info["control_url"]
+
+    def token_file(self, name: str) -> str:
+        req = urllib.request.Request(self.control_url + "/control", data=json.dumps({"mint": {}}).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            token = json.load(r)["token"]
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(token)
+        return path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# The fleet section's "herd" server: one request at a time, 100 ms each, the rest shed with 503
+# and Retry-After: 1.
+HERD = {"capacity": 1, "service_time": 0.1, "shed_status": 503, "retry_after": "1"}
+
+
+def peers_fleet(ctx: Ctx, n: int, url: str, token: str, outdir: str, deadline: float) -> dict:
+    """N `irsafs fetch --peer` released together (bench_spawn_fleet); each writes its file, and
+    every file must hold the config's exact bytes."""
+    os.makedirs(outdir)
+    # The workers' irsa-svc is unreachable: what they get can only come from the head.
+    cmd = [ctx.irsafs, "fetch", "--endpoint", "https://127.0.0.1:9/x", "--token-url", "http://127.0.0.1:9/t",
+           "--run-id", RUN_ID, "--peer", url, "--peer-token-file", token, "--deadline", str(deadline),
+           "--log-level", "error", "-o", os.path.join(outdir, "{i}")]
+    r = run_json([ctx.tool("bench_spawn_fleet"), "--n", str(n), "--", *cmd], ctx.env, timeout=deadline + 120)
+    want = s_config_bytes(ctx)
+    wrong = 0
+    for i in range(n):
+        try:
+            with open(os.path.join(outdir, str(i)), "rb") as f:
+                wrong += f.read() != want
+        except OSError:
+            wrong += 1
+    if r["failed"] or wrong:
+        raise RuntimeError(f"peers N={n}: {r['failed']} worker(s) failed, {wrong} file(s) wrong or missing")
+    shutil.rmtree(outdir, ignore_errors=True)
+    return r
+
+
+@contextlib.contextmanager
+def head_mount(ctx: Ctx, oidc: Oidc, token: str):
+    port = free_port()
+    with mount(ctx, ["--serve-peers", f"127.0.0.1:{port}", "--peer-token-file", token,
+                     "--peer-ca-file", oidc.ca_file]) as m:
+        m.url = f"http://127.0.0.1:{port}"
+        # The head's authenticator loads the issuer's keys as it starts, and a check arriving
+        # before them waits: on a loaded machine that can take seconds, which would be measured
+        # in one run and not in the other. A token with a broken signature is answered (401) once
+        # the keys are there, and starts no fetch.
+        with open(token) as f:
+            good = f.read().strip()
+        head, payload, sig = good.split(".")
+        broken = f"{head}.{payload}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            c.request("GET", "/v1/config", headers={"Authorization": "Bearer " + broken})
+            r = c.getresponse()
+            r.read()
+            if r.status != 401:
+                raise RuntimeError(f"the head answered a broken token with {r.status}, not 401")
+        finally:
+            c.close()
+        yield m
+
+
+def bench_peers(ctx: Ctx) -> dict:
+    s = ctx.standin
+    s.reset()
+    s_config_bytes(ctx)  # now, not within a measured run's request count
+    oidc = Oidc(ctx.workdir, ctx.env)
+    head_token, worker_token = oidc.token_file("head"), oidc.token_file("worker")
+    out = {}
+    runs_dir = os.path.join(ctx.workdir, "peers")
+    for n, reps in ctx.size("peers").items():
+        deadline = max(120.0, n * 0.1 * 20)
+        runs = collections.defaultdict(list)
+        for rep in range(reps):
+            # The floor needs a head whose content is known; the peer run a fresh one. Their
+            # order alternates between repetitions.
+            order = ["peer", "floor"] if rep % 2 == 0 else ["floor", "peer"]
+            for kind in order:
+                s.reset(irsa_default=HERD)
+                with head_mount(ctx, oidc, head_token) as head:
+                    if kind == "floor":
+                        with open(head.file, "rb") as f:
+                            f.read()
+                        s.control(reset_stats=True)
+                    log(f"peers N={n} rep {rep + 1}/{reps}: {kind}")
+                    cpu0 = proc_stat(head.pid)["cpu_s"]
+                    r = peers_fleet(ctx, n, head.url, worker_token, os.path.join(runs_dir, f"{n}-{rep}-{kind}"),
+                                    deadline)
+                    st = head.status()
+                    r["head_cpu_s"] = proc_stat(head.pid)["cpu_s"] - cpu0
+                    r["irsa_requests"] = s.stats()["counters"].get("irsa_requests", 0)
+                    r["answers"] = st.get("peers", {}).get("answers")
+                    runs[kind].append(r)
+        res = {"n": n}
+        for kind, xs in runs.items():
+            res[kind] = {"makespan_s": median(x["makespan_s"] for x in xs),
+                         "irsa_requests_max": max(x["irsa_requests"] for x in xs),
+                         "p50_end_s": median(x["end_s"]["p50"] for x in xs),
+                         "head_cpu_s": median(x["head_cpu_s"] for x in xs), "runs": xs}
+        res["ratios"] = [p["makespan_s"] / f["makespan_s"] for p, f in zip(runs["peer"], runs["floor"])]
+        res["ratio"] = median(res["ratios"])
+        out[str(n)] = res
+    # Without a head: the same N `irsafs fetch` against the same server (the fleet's "herd" row).
+    n = ctx.size("peers_direct_n")
+    log(f"peers: direct N={n}")
+    out["direct"] = fleet_run(ctx, n, "irsafs", HERD, max(120.0, n * 0.1 * 20))
+    s.reset()
     return out
 
 
@@ -821,6 +971,22 @@ def table(res: dict, quick: bool) -> list:
             f"threads before {h['before']['threads']}",
             f"+{h['after_newconn']['rss_kib'] - h['before']['rss_kib']} KiB", "–", None)
 
+    pe = res.get("peers")
+    if pe:
+        direct = pe.get("direct")
+        for key, x in pe.items():
+            if key == "direct":
+                continue
+            n = x["n"]
+            label = f"peers N={n} workers through 1 head, irsa-svc 1 at a time (100 ms, Retry-After 1)"
+            ref = f"direct (no head) {direct['requests']} at N={direct['n']}" if direct else "–"
+            row(f"{label}: irsa-svc requests (worst of {len(x['peer']['runs'])})", str(x["peer"]["irsa_requests_max"]),
+                ref, "–", "= 1", x["peer"]["irsa_requests_max"] == 1)
+            ref = f"floor {x['floor']['makespan_s']:.2f}" + (
+                f" · direct {direct['makespan_s']:.1f} at N={direct['n']}" if direct else "")
+            row(f"{label}: time until every worker has the config (s)", f"{x['peer']['makespan_s']:.2f}", ref,
+                f"{x['ratio']:.2f}x floor", "≤ 1.3x", x["ratio"] <= 1.3)
+
     head = ["metric", "irsafs", "reference", "ratio", "target", "met?"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -829,7 +995,7 @@ def table(res: dict, quick: bool) -> list:
 
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ["warm", "cold", "verify", "coalesce", "fleet", "footprint", "http"]
+SECTIONS = ["warm", "cold", "verify", "coalesce", "fleet", "footprint", "http", "peers"]
 
 
 def main() -> int:

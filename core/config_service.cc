@@ -1,6 +1,5 @@
 #include "core/config_service.h"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -20,19 +19,6 @@ double millis(Duration d) { return std::chrono::duration<double, std::milli>(d).
 
 }  // namespace
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 0xf]);
-  }
-  return out;
-}
-
 const char* to_string(State s) {
   switch (s) {
     case State::kEmpty: return "empty";
@@ -43,7 +29,14 @@ const char* to_string(State s) {
   return "?";
 }
 
-const char* to_string(ContentSource s) { return s == ContentSource::kWrite ? "write" : "irsa-svc"; }
+const char* to_string(ContentSource s) {
+  switch (s) {
+    case ContentSource::kIrsaSvc: return "irsa-svc";
+    case ContentSource::kWrite: return "write";
+    case ContentSource::kPeer: return "peer";
+  }
+  return "?";
+}
 
 const char* to_string(RefreshResult::Kind k) {
   switch (k) {
@@ -125,6 +118,13 @@ std::optional<ReadOutcome> ConfigService::read(WaiterId id, Waiter waiter) {
     spdlog::error("Cannot start the fetch for a waiting reader: {}", e.what());
   }
   return std::nullopt;
+}
+
+std::optional<HoldOff> ConfigService::hold_off() const {
+  std::lock_guard lock(mu_);
+  const TimePoint now = clock_.now();
+  if (content_ || fetching_ || !hold_until_ || *hold_until_ <= now) return std::nullopt;
+  return HoldOff{*hold_until_ - now, last_error_};
 }
 
 bool ConfigService::cancel(WaiterId id) {
@@ -210,6 +210,7 @@ void ConfigService::on_fetch_done(FetchResult result) {
     fetching_ = false;
     requests_ += static_cast<std::uint64_t>(result.requests);
     token_requests_ += static_cast<std::uint64_t>(result.token_requests);
+    peer_requests_ += static_cast<std::uint64_t>(result.peer_requests);
     last_fetch_duration_ = clock_.now() - fetch_started_;
     const bool refresh = content_ != nullptr;
     RefreshResult outcome;  // for refresh() callers
@@ -236,18 +237,22 @@ void ConfigService::on_fetch_done(FetchResult result) {
       hold_until_.reset();
       last_success_at_ = clock_.wall_now();
       bool changed = false;
+      // Requests to irsa-svc, or to the serving peer (--peer).
+      const bool peer = result.origin == FetchOrigin::kPeer;
+      const int made = result.requests + result.peer_requests;
       if (content_ && content_->bytes == result.content) {
-        spdlog::info("Refreshed the AWS config in {} with {} request(s): unchanged ({} bytes)",
-                     format_seconds(result.elapsed), result.requests, content_->bytes.size());
+        spdlog::info("Refreshed the AWS config{} in {} with {} request(s): unchanged ({} bytes)",
+                     peer ? " from the peer" : "", format_seconds(result.elapsed), made, content_->bytes.size());
       } else {
-        spdlog::info("{} the AWS config in {} with {} request(s): {} bytes", refresh ? "Refreshed" : "Fetched",
-                     format_seconds(result.elapsed), result.requests, result.content.size());
-        publish_locked(std::move(result.content), ContentSource::kIrsaSvc, fx);
+        spdlog::info("{} the AWS config{} in {} with {} request(s): {} bytes", refresh ? "Refreshed" : "Fetched",
+                     peer ? " from the peer" : "", format_seconds(result.elapsed), made, result.content.size());
+        publish_locked(std::move(result.content),
+                       result.origin == FetchOrigin::kPeer ? ContentSource::kPeer : ContentSource::kIrsaSvc, fx);
         changed = true;
       }
       outcome = served_locked(RefreshResult::Kind::kOk, {});
       outcome.changed = changed;
-      if (options_.refresh_interval > Duration::zero() && content_->source == ContentSource::kIrsaSvc) {
+      if (options_.refresh_interval > Duration::zero() && content_->source != ContentSource::kWrite) {
         next_refresh_ = clock_.now() + options_.refresh_interval;
       }
     } else {
@@ -266,7 +271,8 @@ void ConfigService::on_fetch_done(FetchResult result) {
           }
         } else {
           spdlog::error("Cannot fetch the AWS config: {} ({} request(s) in {}); {} reader(s) get EIO",
-                        result.error, result.requests, format_seconds(result.elapsed), waiters_.size());
+                        result.error, result.requests + result.peer_requests, format_seconds(result.elapsed),
+                        waiters_.size());
         }
       }
       if (!content_) fail_waiters_locked(EIO, "fetch failed: " + result.error, fx);
@@ -633,6 +639,7 @@ nlohmann::ordered_json ConfigService::own_status() const {
   j["fetch_successes"] = fetch_successes_;
   j["upstream_requests"] = requests_;
   j["token_requests"] = token_requests_;
+  j["peer_requests"] = peer_requests_;
   j["failures"] = fetch_failures_;
   j["refreshes"] = {{"signal", refreshes_signal_}, {"http", refreshes_http_}, {"interval", refreshes_interval_}};
   j["last_error"] = last_error_.empty() ? json(nullptr) : json(last_error_);

@@ -18,13 +18,15 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/sha256.h"
 #include "common/validator.h"
 #include "fetcher/result.h"
 #include "fetcher/retry.h"
 
 namespace irsafs {
 
-enum class ContentSource { kIrsaSvc, kWrite };
+// kPeer: fetched from a serving peer (--peer), which had it from irsa-svc.
+enum class ContentSource { kIrsaSvc, kWrite, kPeer };
 
 // One version of the file. Immutable once published; shared with readers.
 struct Content {
@@ -47,7 +49,16 @@ struct ReadOutcome {
   std::string why;
 };
 using Waiter = std::function<void(const ReadOutcome&)>;
+// Chosen by the caller. Callers sharing a service use disjoint ranges: the FUSE adapter counts
+// from 1, the peer endpoint from kPeerWaiterIds.
 using WaiterId = std::uint64_t;
+inline constexpr WaiterId kPeerWaiterIds = WaiterId{1} << 63;
+
+// No content, the last fetch failed, and the next may not start before `remaining` has passed.
+struct HoldOff {
+  Duration remaining{};
+  std::string why;  // the last fetch's error
+};
 
 // What a refresh() caller gets (an HTTP /refresh answer is made from it).
 struct RefreshResult {
@@ -120,6 +131,9 @@ class ConfigService {
   // caller then owns the reply.
   bool cancel(WaiterId id);
   ContentPtr current() const;
+  // Set while no content is known and a failed fetch's hold-off runs: a caller that can tell
+  // its client when to come back (the peer endpoint's 503 + Retry-After) need not wait for it.
+  std::optional<HoldOff> hold_off() const;
   // Version `version` if it is current or still held anywhere (e.g. by a listener call in
   // progress, between its publication and the adapter's pin), else null.
   ContentPtr find(std::uint64_t version) const;
@@ -229,7 +243,7 @@ class ConfigService {
   std::optional<RefreshResult> last_outcome_;
   TimePoint last_outcome_at_{};
   // Counters and history for status().
-  std::uint64_t fetches_ = 0, fetch_failures_ = 0, requests_ = 0, token_requests_ = 0;
+  std::uint64_t fetches_ = 0, fetch_failures_ = 0, requests_ = 0, token_requests_ = 0, peer_requests_ = 0;
   std::uint64_t writes_committed_ = 0, writes_rejected_ = 0;
   std::uint64_t fetch_successes_ = 0;
   std::uint64_t refreshes_signal_ = 0, refreshes_http_ = 0, refreshes_interval_ = 0;  // requested, by trigger
@@ -240,7 +254,5 @@ class ConfigService {
   TimePoint fetch_started_{};
   WallTime started_wall_;
 };
-
-std::string sha256_hex(std::string_view data);
 
 }  // namespace irsafs

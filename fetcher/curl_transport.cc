@@ -181,7 +181,14 @@ HttpResponse CurlTransport::perform(const HttpRequest& request, std::stop_token 
   curl_easy_setopt(c, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  const long connect_ms =
+      settings_.connect_timeout
+          ? std::clamp<long>(static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                   *settings_.connect_timeout)
+                                                   .count()),
+                             1, timeout_ms)
+          : timeout_ms;
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
   // A body that stops flowing fails after a second below 1 byte/s, well before the total
   // timeout when that is long.

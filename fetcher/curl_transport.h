@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "common/clock.h"
@@ -20,6 +21,9 @@ struct TlsSettings {
 struct TransportSettings {
   TlsSettings tls;
   Duration timeout = std::chrono::seconds(10);  // one request, connect to last byte
+  // The connection's own limit when shorter than the request's (the peer source lets a
+  // request wait for the head's fetch, but not for a connection that does not come).
+  std::optional<Duration> connect_timeout;
   std::size_t max_body = kMaxConfigBytes;       // stop reading beyond this
 };
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/clock.h"
+#include "fetcher/attempt.h"
 #include "fetcher/retry.h"
 #include "fetcher/source.h"
 #include "fetcher/transport.h"
@@ -34,7 +35,6 @@ class Fetcher final : public ConfigSource {
   const FetchSettings& settings() const { return settings_; }
 
  private:
-  struct Attempt;
   Attempt attempt_once(TimePoint deadline, FetchResult& result, std::stop_token stop);
 
   FetchSettings settings_;

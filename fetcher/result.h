@@ -7,6 +7,9 @@
 
 namespace irsafs {
 
+// Where a fetch's content came from.
+enum class FetchOrigin { kIrsaSvc, kPeer };
+
 struct FetchResult {
   bool ok = false;
   bool cancelled = false;
@@ -15,6 +18,8 @@ struct FetchResult {
   int attempts = 0;     // rounds of token + POST
   int requests = 0;     // POSTs that reached irsa-svc (or tried to)
   int token_requests = 0;
+  int peer_requests = 0;  // GETs to a serving peer (fetcher/peer_source.h)
+  FetchOrigin origin = FetchOrigin::kIrsaSvc;  // of `content`
   Duration elapsed{};
 };
 

@@ -185,6 +185,19 @@ std::string render_metrics(const nlohmann::ordered_json& status) {
            field(status, "upstream_requests"));
   w.single("irsafs_token_requests_total", "counter", "Requests made to the token endpoint.",
            field(status, "token_requests"));
+  w.single("irsafs_peer_requests_total", "counter", "Requests made to the serving peer (--peer).",
+           field(status, "peer_requests"));
+  if (status.is_object() && status.contains("peers") && status["peers"].is_object()) {
+    const json& p = status["peers"];
+    w.single("irsafs_peer_served_requests_total", "counter", "GET /v1/config requests from peers (--serve-peers).",
+             field(p, "requests"));
+    if (p.contains("answers") && p["answers"].is_object() && !p["answers"].empty()) {
+      w.family("irsafs_peer_answers_total", "counter", "Answers to peers (--serve-peers), by HTTP status.");
+      for (const auto& [code, value] : p["answers"].items()) {
+        if (const auto v = numeric(value)) w.sample("irsafs_peer_answers_total", *v, "status", code);
+      }
+    }
+  }
   w.single("irsafs_fuse_requests_total", "counter",
            "FUSE requests about the file that reached the daemon (warm reads add none).",
            field(status, "fuse_requests"));

@@ -19,6 +19,9 @@ inline constexpr std::string_view kMetricsContentType = "text/plain; version=0.0
 //                                   it: fetches - failures - 1 if one is running) / failures
 //   irsafs_upstream_requests_total   upstream_requests
 //   irsafs_token_requests_total      token_requests
+//   irsafs_peer_requests_total       peer_requests (a worker's GETs to its --peer)
+//   irsafs_peer_served_requests_total  peers.requests (a head's --serve-peers)
+//   irsafs_peer_answers_total{status="200"|"304"|"401"|"403"|"503"|"other"}  peers.answers
 //   irsafs_fuse_requests_total       fuse_requests
 //   irsafs_writes_total{outcome="committed"|"rejected"}  writes.committed / writes.rejected
 //   irsafs_refreshes_total           refreshes (a number; or an object of counts by trigger,

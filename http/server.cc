@@ -25,7 +25,6 @@
 #include <unordered_set>
 #include <vector>
 
-#include "http/metrics.h"
 
 namespace irsafs {
 namespace {
@@ -37,7 +36,6 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr rlim_t kFdReserve = 256;
 
 constexpr std::string_view kText = "text/plain; charset=utf-8";
-constexpr std::string_view kJson = "application/json";
 
 class UniqueFd {
  public:
@@ -74,16 +72,16 @@ struct DaemonDeleter {
 };
 using DaemonPtr = std::unique_ptr<MHD_Daemon, DaemonDeleter>;
 
-// One /refresh request waiting for its outcome. The first outcome wins (the backend's, or the
-// 503 of stop()). `connection` is touched only while `suspended`: MHD neither times out nor
-// frees a suspended connection, and after the resume nobody uses the pointer again.
-struct RefreshCall {
-  explicit RefreshCall(MHD_Connection* c) : connection(c) {}
+// One request waiting for its answer. The first answer wins (the handler's, or the 503 of
+// stop()). `connection` is touched only while `suspended`: MHD neither times out nor frees a
+// suspended connection, and after the resume nobody uses the pointer again.
+struct PendingCall {
+  explicit PendingCall(MHD_Connection* c) : connection(c) {}
 
-  void settle(RefreshOutcome o) {
+  void settle(HttpReply r) {
     std::lock_guard lock(mu);
-    if (outcome) return;
-    outcome = std::move(o);
+    if (reply) return;
+    reply = std::move(r);
     if (suspended) {
       suspended = false;
       // Thread-safe (MHD_ALLOW_SUSPEND_RESUME): marks the connection and wakes MHD's thread
@@ -94,14 +92,48 @@ struct RefreshCall {
 
   std::mutex mu;
   MHD_Connection* const connection;
-  bool suspended = false;                 // guarded by mu
-  std::optional<RefreshOutcome> outcome;  // guarded by mu
+  bool suspended = false;           // guarded by mu
+  std::optional<HttpReply> reply;   // guarded by mu
 };
 
 // MHD's per-request pointer (req_cls): created at the first call for a request, deleted when
 // MHD reports the request complete.
 struct RequestContext {
-  std::shared_ptr<RefreshCall> call;
+  std::shared_ptr<PendingCall> call;
+};
+
+// The request as a handler sees it, on MHD's thread during the handler's call.
+class MhdCall final : public HttpCall {
+ public:
+  MhdCall(MHD_Connection* c, std::string_view method, std::string_view path) : c_(c), method_(method), path_(path) {}
+  std::string_view method() const override { return method_; }
+  std::string_view path() const override { return path_; }
+  std::string client() const override {
+    const MHD_ConnectionInfo* info = MHD_get_connection_info(c_, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!info || !info->client_addr) return "?";
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (info->client_addr->sa_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(info->client_addr);
+      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+      return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+    }
+    if (info->client_addr->sa_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(info->client_addr);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+      return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+    }
+    return "?";
+  }
+  std::optional<std::string_view> header(const char* name) const override {
+    const char* v = MHD_lookup_connection_value(c_, MHD_HEADER_KIND, name);
+    if (!v) return std::nullopt;
+    return std::string_view(v);
+  }
+
+ private:
+  MHD_Connection* c_;
+  std::string_view method_;
+  std::string_view path_;
 };
 
 // A reason for one line of an answer: no control bytes, bounded.
@@ -117,22 +149,29 @@ std::string format_duration(std::chrono::milliseconds d) {
   return std::to_string(d.count()) + " ms";
 }
 
-MHD_Result reply(MHD_Connection* c, unsigned status, std::string_view body, std::string_view type,
-                 const char* allow = nullptr) {
+MHD_Result reply(MHD_Connection* c, const HttpReply& o) {
+  const unsigned status = o.status >= 100 && o.status <= 599 ? static_cast<unsigned>(o.status) : 500;
+  // A 304 has no body (RFC 9110 15.4.5).
+  const std::string_view body = status == MHD_HTTP_NOT_MODIFIED ? std::string_view() : std::string_view(o.body);
   ResponsePtr r(MHD_create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY));
   if (!r) return MHD_NO;  // out of memory: MHD closes the connection
-  const std::string content_type(type);
+  const std::string content_type = o.content_type.empty() ? std::string(kText) : o.content_type;
   MHD_add_response_header(r.get(), MHD_HTTP_HEADER_CONTENT_TYPE, content_type.c_str());
   MHD_add_response_header(r.get(), MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   MHD_add_response_header(r.get(), "X-Content-Type-Options", "nosniff");
-  if (allow) MHD_add_response_header(r.get(), MHD_HTTP_HEADER_ALLOW, allow);
+  for (const auto& [name, value] : o.headers) MHD_add_response_header(r.get(), name.c_str(), value.c_str());
   // MHD holds its own reference until the answer is sent; ours is dropped here.
   return MHD_queue_response(c, status, r.get());
 }
 
-MHD_Result reply(MHD_Connection* c, const RefreshOutcome& o) {
-  const unsigned status = o.http_status >= 100 && o.http_status <= 599 ? static_cast<unsigned>(o.http_status) : 500;
-  return reply(c, status, o.body, o.content_type.empty() ? kText : std::string_view(o.content_type));
+MHD_Result reply(MHD_Connection* c, unsigned status, std::string_view body, std::string_view type) {
+  return reply(c, HttpReply{static_cast<int>(status), std::string(body), std::string(type), {}});
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out;
 }
 
 bool same_socket(int fd, const struct stat& before) {
@@ -143,7 +182,8 @@ bool same_socket(int fd, const struct stat& before) {
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(EndpointBackend& b, HttpServerOptions o) : backend(b), options(std::move(o)) {}
+  Impl(std::vector<HttpRoute> r, HttpServerOptions o, std::string n)
+      : routes(std::move(r)), options(std::move(o)), name(std::move(n)) {}
 
   static MHD_Result on_request(void* cls, MHD_Connection* c, const char* url, const char* method,
                                const char* version, const char* upload_data, std::size_t* upload_size,
@@ -153,11 +193,13 @@ struct HttpServer::Impl {
   static void on_log(void* cls, const char* fmt, va_list ap);
 
   MHD_Result handle(MHD_Connection* c, std::string_view url, std::string_view method, RequestContext& ctx);
-  MHD_Result start_refresh(MHD_Connection* c, RequestContext& ctx);
+  MHD_Result dispatch(MHD_Connection* c, const HttpRoute& route, std::string_view url, std::string_view method,
+                      RequestContext& ctx);
   void reap(std::stop_token stop);
 
-  EndpointBackend& backend;
+  const std::vector<HttpRoute> routes;
   const HttpServerOptions options;
+  const std::string name;
   DaemonPtr daemon;
   UniqueFd bound;  // bind() done, start() not yet
   std::uint16_t port = 0;
@@ -166,7 +208,7 @@ struct HttpServer::Impl {
   std::mutex mu;
   std::condition_variable cv;                                 // pending became empty
   bool stopping = false;                                      // guarded by mu
-  std::unordered_set<std::shared_ptr<RefreshCall>> pending;   // guarded by mu: until answered
+  std::unordered_set<std::shared_ptr<PendingCall>> pending;   // guarded by mu: until answered
 
   // The slow-client reaper: MHD's own timeout is an idle timeout, reset by every byte, so a
   // client trickling its request head would hold a connection forever. Every connection is
@@ -226,51 +268,28 @@ MHD_Result HttpServer::Impl::on_request(void* cls, MHD_Connection* c, const char
 MHD_Result HttpServer::Impl::handle(MHD_Connection* c, std::string_view url, std::string_view method,
                                     RequestContext& ctx) {
   if (ctx.call) {
-    // Called again after the resume: the outcome is there (settle() sets it before resuming).
-    RefreshOutcome outcome;
+    // Called again after the resume: the answer is there (settle() sets it before resuming).
+    HttpReply answer;
     {
       std::lock_guard lock(ctx.call->mu);
-      outcome = ctx.call->outcome.value_or(RefreshOutcome{500, "internal error\n", std::string(kText)});
+      answer = ctx.call->reply.value_or(HttpReply{500, "internal error\n", std::string(kText), {}});
     }
-    return reply(c, outcome);
+    return reply(c, answer);
   }
-
-  const bool get = method == MHD_HTTP_METHOD_GET || method == MHD_HTTP_METHOD_HEAD;
-  if (url == "/refresh") {
-    if (method != MHD_HTTP_METHOD_GET && method != MHD_HTTP_METHOD_POST) {
-      return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", kText, "GET, POST");
+  for (const HttpRoute& route : routes) {
+    if (route.path != url) continue;
+    if (std::find(route.methods.begin(), route.methods.end(), method) == route.methods.end()) {
+      return reply(c, HttpReply{MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", std::string(kText),
+                                {{MHD_HTTP_HEADER_ALLOW, join(route.methods)}}});
     }
-    return start_refresh(c, ctx);
+    return dispatch(c, route, url, method, ctx);
   }
-  const bool known = url == "/healthz" || url == "/readyz" || url == "/status" || url == "/metrics";
-  if (!known) return reply(c, MHD_HTTP_NOT_FOUND, "not found\n", kText);
-  if (!get) return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n", kText, "GET, HEAD");
-
-  if (url == "/healthz") {
-    return backend.live() ? reply(c, MHD_HTTP_OK, "ok\n", kText)
-                          : reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not live: the mount is not up\n", kText);
-  }
-  const nlohmann::ordered_json status = backend.status();
-  if (url == "/readyz") {
-    const auto state = status.contains("state") && status["state"].is_string()
-                           ? status["state"].get<std::string>()
-                           : std::string("unknown");
-    if (state == "ready") return reply(c, MHD_HTTP_OK, "ready\n", kText);
-    std::string why = "not ready: state " + one_line(state, 40);
-    if (status.contains("last_error") && status["last_error"].is_string()) {
-      why += "; last error: " + one_line(status["last_error"].get<std::string>());
-    }
-    return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, why + "\n", kText);
-  }
-  if (url == "/status") {
-    // As FuseFs renders .status; `replace` keeps a stray invalid byte from failing the answer.
-    return reply(c, MHD_HTTP_OK, status.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", kJson);
-  }
-  return reply(c, MHD_HTTP_OK, render_metrics(status), kMetricsContentType);
+  return reply(c, MHD_HTTP_NOT_FOUND, "not found\n", kText);
 }
 
-MHD_Result HttpServer::Impl::start_refresh(MHD_Connection* c, RequestContext& ctx) {
-  auto call = std::make_shared<RefreshCall>(c);
+MHD_Result HttpServer::Impl::dispatch(MHD_Connection* c, const HttpRoute& route, std::string_view url,
+                                      std::string_view method, RequestContext& ctx) {
+  auto call = std::make_shared<PendingCall>(c);
   {
     std::lock_guard lock(mu);
     if (stopping) return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down\n", kText);
@@ -278,19 +297,20 @@ MHD_Result HttpServer::Impl::start_refresh(MHD_Connection* c, RequestContext& ct
   }
   ctx.call = call;
   try {
-    // The callback holds the call, never the server: an outcome arriving after stop() finds
+    // The callback holds the call, never the server: an answer arriving after stop() finds
     // the call settled and does nothing.
-    backend.refresh([call](RefreshOutcome o) { call->settle(std::move(o)); });
+    const MhdCall request(c, method, url);
+    route.handle(request, [call](HttpReply r) { call->settle(std::move(r)); });
   } catch (const std::exception& e) {
-    spdlog::error("Cannot start a refresh for an HTTP request: {}", one_line(e.what()));
-    call->settle(RefreshOutcome{500, "cannot start a refresh\n", std::string(kText)});
+    spdlog::error("Cannot answer an HTTP request for {}: {}", route.path, one_line(e.what()));
+    call->settle(HttpReply{500, "internal error\n", std::string(kText), {}});
   }
   std::unique_lock lock(call->mu);
-  if (call->outcome) {
-    // Settled already (inside refresh(), or by stop()): answer now, no suspension.
-    RefreshOutcome outcome = *call->outcome;
+  if (call->reply) {
+    // Settled already (inside the handler, or by stop()): answer now, no suspension.
+    HttpReply answer = *call->reply;
     lock.unlock();
-    return reply(c, outcome);
+    return reply(c, answer);
   }
   // Parked: MHD's thread goes on with other connections; settle() resumes this one. Suspended
   // under call->mu so that settle() cannot resume it before it is suspended.
@@ -366,7 +386,10 @@ void HttpServer::Impl::on_log(void*, const char* fmt, va_list ap) {
 }
 
 HttpServer::HttpServer(EndpointBackend& backend, HttpServerOptions options)
-    : impl_(std::make_unique<Impl>(backend, std::move(options))) {}
+    : HttpServer(endpoint_routes(backend), std::move(options)) {}
+
+HttpServer::HttpServer(std::vector<HttpRoute> routes, HttpServerOptions options, std::string name)
+    : impl_(std::make_unique<Impl>(std::move(routes), std::move(options), std::move(name))) {}
 
 HttpServer::~HttpServer() { stop(); }
 
@@ -482,24 +505,26 @@ void HttpServer::start() {
     s.stopping = false;
   }
   s.reaper = std::jthread([&s](std::stop_token stop) { s.reap(stop); });
-  spdlog::info("HTTP endpoints on http://{} (/healthz /readyz /refresh /status /metrics)", address());
+  std::string paths;
+  for (const HttpRoute& r : s.routes) paths += (paths.empty() ? "" : " ") + r.path;
+  spdlog::info("{} on http://{} ({})", s.name, address(), paths);
 }
 
 void HttpServer::stop() {
   Impl& s = *impl_;
   if (!s.daemon) return;
-  std::vector<std::shared_ptr<RefreshCall>> calls;
+  std::vector<std::shared_ptr<PendingCall>> calls;
   {
     std::lock_guard lock(s.mu);
-    s.stopping = true;  // a /refresh arriving from now on is answered 503 at once
+    s.stopping = true;  // a request arriving from now on is answered 503 at once
     calls.assign(s.pending.begin(), s.pending.end());
   }
   // MHD_stop_daemon must not find a suspended connection (it aborts): answer them all first.
-  for (const auto& call : calls) call->settle(RefreshOutcome{503, "shutting down\n", std::string(kText)});
+  for (const auto& call : calls) call->settle(HttpReply{503, "shutting down\n", std::string(kText), {}});
   {
     std::unique_lock lock(s.mu);
     if (!s.cv.wait_for(lock, s.options.stop_grace, [&] { return s.pending.empty(); })) {
-      spdlog::warn("Stopping the HTTP server with {} answer(s) to /refresh not yet delivered", s.pending.size());
+      spdlog::warn("Stopping the {} with {} answer(s) not yet delivered", s.name, s.pending.size());
     }
   }
   s.reaper = std::jthread();  // stops and joins

@@ -1,5 +1,9 @@
-// The HTTP endpoints of `irsafs mount` (issue 11: the old IRSA sidecar's port, probes and
-// metrics), on libmicrohttpd: one internal thread polling with epoll, no thread per request.
+// The HTTP servers of `irsafs mount`, on libmicrohttpd: one internal thread polling with epoll,
+// no thread per request. A server answers a table of routes (HttpRoute); a route's handler
+// answers at once or later, from any thread, while the request is suspended (it costs no
+// thread). Two tables exist: the endpoints below (issue 11: the old IRSA sidecar's port,
+// probes and metrics; http/endpoint.h) and the peer endpoint GET /v1/config (issue 14,
+// app/peers.h).
 //
 //   GET /healthz          200 "ok" while live(), else 503
 //   GET /readyz           200 "ready" when status().state is "ready", else 503 with the state and
@@ -11,6 +15,9 @@
 //   anything else 404; another method 405 with Allow. HEAD works wherever GET does (except
 //   /refresh: a HEAD must not start a fetch). A request with a body is refused (413): no
 //   endpoint takes one. No answer ever repeats request data.
+//
+// Every route: a request with a body is refused (413); a request head larger than the
+// per-connection memory is refused (431/414).
 //
 // Bounds: at most connection_limit connections (more wait in the kernel's listen backlog
 // until one closes); a request head larger than the per-connection memory is refused
@@ -24,7 +31,12 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "http/endpoint.h"
 #include "http/listen.h"
@@ -46,6 +58,39 @@ struct HttpServerOptions {
   bool raise_fd_limit = true;
 };
 
+// One answer. The body never repeats request data.
+struct HttpReply {
+  int status = 200;
+  std::string body;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::vector<std::pair<std::string, std::string>> headers;  // beyond Content-Type (ETag, Retry-After, ...)
+};
+using HttpRespond = std::function<void(HttpReply)>;
+
+// The request a handler sees; valid only during the handler's call (on the server's thread).
+class HttpCall {
+ public:
+  virtual ~HttpCall() = default;
+  virtual std::string_view method() const = 0;
+  virtual std::string_view path() const = 0;
+  // The peer's address ("10.0.0.5:41234"), for log lines.
+  virtual std::string client() const = 0;
+  // A request header's value (name case-insensitive), nullopt when absent.
+  virtual std::optional<std::string_view> header(const char* name) const = 0;
+};
+
+struct HttpRoute {
+  std::string path;                  // exact; a query string does not change the route
+  std::vector<std::string> methods;  // allowed ("GET", "HEAD", "POST"); another gets 405 with Allow
+  // Called on the server's one thread: it must not block. `respond` must be called exactly
+  // once, from any thread, inside the call (answered at once) or later (the request is
+  // suspended until then; stop() answers it 503 "shutting down" first if it comes to that).
+  std::function<void(const HttpCall&, HttpRespond)> handle;
+};
+
+// The routes of the :6003 endpoints over `backend` (listed above).
+std::vector<HttpRoute> endpoint_routes(EndpointBackend& backend);
+
 class HttpServerError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -55,6 +100,9 @@ class HttpServer {
  public:
   // `backend` must outlive the server (or at least its stop()).
   HttpServer(EndpointBackend& backend, HttpServerOptions options);
+  // A server of other routes; `name` says what it serves in its log lines ("HTTP endpoints",
+  // "Peer endpoint").
+  HttpServer(std::vector<HttpRoute> routes, HttpServerOptions options, std::string name = "HTTP endpoints");
   ~HttpServer();  // stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -76,7 +124,7 @@ class HttpServer {
   // (irsafs mount binds before daemonizing, so that the parent exits 1 naming the address, and
   // starts serving after: threads do not survive fork). start() then serves on this socket.
   void bind();
-  // Stops accepting, answers every suspended /refresh with 503 "shutting down", lets answers
+  // Stops accepting, answers every suspended request with 503 "shutting down", lets answers
   // drain (at most stop_grace), then closes every connection and the socket. Idempotent;
   // called by the destructor. No request is left hanging.
   void stop();

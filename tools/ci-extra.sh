@@ -23,11 +23,11 @@ echo "== TSan"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j"$jobs" --target unit_tests
 TSAN_OPTIONS=halt_on_error=1 ./build-tsan/tests/unit_tests --gtest_brief=1 \
-  --gtest_filter='Concurrency*:ServiceTest*:HttpServer*:-HttpServerTest.AThousandConcurrentRefreshesAreAllAnswered' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-20}"
+  --gtest_filter='Concurrency*:ServiceTest*:HttpServer*:AuthenticatorTest*:PeerEndpointTest*:PeerSourceTest*:-HttpServerTest.AThousandConcurrentRefreshesAreAllAnswered:AuthenticatorTest.HowManyMayWaitForTheKeysIsBounded' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-20}"
 
 echo "== libFuzzer"
 cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz -j"$jobs" --target validator_fuzz podinfo_fuzz response_fuzz listen_fuzz sts_fuzz
+cmake --build --preset fuzz -j"$jobs" --target validator_fuzz podinfo_fuzz response_fuzz listen_fuzz sts_fuzz jwt_fuzz peer_fuzz
 for f in build-fuzz/fuzz/*_fuzz; do
   name=$(basename "$f")
   corpus=$(mktemp -d)

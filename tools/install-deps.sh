@@ -7,10 +7,10 @@
 set -eu
 
 runtime="build-essential cmake pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev
-nlohmann-json3-dev libspdlog-dev libcli11-dev libmicrohttpd-dev libpugixml-dev ca-certificates python3"
+nlohmann-json3-dev libspdlog-dev libcli11-dev libmicrohttpd-dev libpugixml-dev libcjose-dev ca-certificates python3"
 # The stand-in of irsa-svc (tests/standin) makes its test certificates with python3-trustme.
 demo="python3-trustme"
-testing="googletest libgtest-dev libgmock-dev libbenchmark-dev python3-pytest python3-trustme
+testing="googletest libgtest-dev libgmock-dev libbenchmark-dev python3-pytest python3-trustme python3-jwt
 awscli python3-boto3 python3-prometheus-client
 curl psmisc procps util-linux shellcheck yamllint podman runc debootstrap
 clang-14 libfuzzer-14-dev libclang-rt-14-dev"

@@ -59,6 +59,14 @@ def fetch_args(standin, run_id: Optional[str] = DEFAULT_RUN_ID, ca_file: Optiona
     return args
 
 
+def free_port() -> int:
+    """A port nobody listens on right now (bound on port 0, then closed)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 

@@ -54,12 +54,13 @@ class ScriptedTransport final : public Transport {
     std::string body;
     std::string bearer;
     std::optional<Duration> timeout;
+    std::vector<std::pair<std::string, std::string>> headers;
   };
 
   ScriptedTransport(std::string token_url, FakeClock* clock = nullptr) : token_url_(std::move(token_url)), clock_(clock) {}
 
   HttpResponse perform(const HttpRequest& r, std::stop_token) override {
-    seen.push_back({r.method, r.url, r.body, r.bearer ? std::string(r.bearer->reveal()) : "", r.timeout});
+    seen.push_back({r.method, r.url, r.body, r.bearer ? std::string(r.bearer->reveal()) : "", r.timeout, r.headers});
     if (clock_ != nullptr) {
       // Like a real transport, a request never outlives its timeout.
       if (r.timeout && latency > *r.timeout) {
