@@ -14,6 +14,11 @@
 #   http://localhost:6003, the old sidecar's port).
 #   The run id: DOMINO_RUN_ID, else derived from IRSAFS_SERVICE_ACCOUNT (the pod's service
 #   account, given by the downward API): run-<id> for runs, <kind>-<id>-<kind> for clusters.
+#   Ray clusters (IRSAFS_APP=ray, IRSAFS_CLUSTER_ROLE from the label
+#   dominodatalab.com/irsa-workload-type, IRSAFS_CLUSTER the cluster's name): the head
+#   (cluster-master) serves its config to the workers (--serve-peers 0.0.0.0:IRSAFS_PEER_PORT,
+#   default 6010); a worker (cluster-worker) takes it from the head's service,
+#   http://<cluster>-ray-head:IRSAFS_PEER_PORT, unless IRSAFS_PEER says otherwise.
 #
 # With a command: one container, for images users build themselves and plain containers.
 #   IRSAFS_MODE=mount (default): `irsafs mount` on the config file's directory (it returns once
@@ -51,6 +56,17 @@ if [ "$#" -eq 0 ]; then
     # A dead mount left there by a killed sidecar fails mkdir; irsafs detaches it.
     mkdir -p "$mnt" 2>/dev/null || true
     export DOMINO_IRSA_PROXY="${DOMINO_IRSA_PROXY:-http://localhost:6003}"
+    if [ "${IRSAFS_APP:-}" = ray ]; then
+        port=${IRSAFS_PEER_PORT:-6010}
+        case ${IRSAFS_CLUSTER_ROLE:-} in
+            cluster-master) irsafs_args="--serve-peers 0.0.0.0:$port $irsafs_args" ;;
+            cluster-worker)
+                if [ -z "${IRSAFS_PEER:-}" ] && [ -n "${IRSAFS_CLUSTER:-}" ]; then
+                    export IRSAFS_PEER="http://${IRSAFS_CLUSTER}-ray-head:$port"
+                fi
+                ;;
+        esac
+    fi
     # shellcheck disable=SC2086 # IRSAFS_ARGS is split on white space on purpose
     exec irsafs mount --foreground --file "$(basename "$link")" --link "$link" $irsafs_args "$mnt"
 fi
