@@ -23,7 +23,7 @@ echo "== TSan"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan -j"$jobs" --target unit_tests
 TSAN_OPTIONS=halt_on_error=1 ./build-tsan/tests/unit_tests --gtest_brief=1 \
-  --gtest_filter='Concurrency*:ServiceTest*:HttpServer*:AuthenticatorTest*:PeerEndpointTest*:PeerSourceTest*:-HttpServerTest.AThousandConcurrentRefreshesAreAllAnswered:AuthenticatorTest.HowManyMayWaitForTheKeysIsBounded' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-20}"
+  --gtest_filter='Concurrency*:ServiceTest*:HttpServer*:AuthenticatorTest*:PeerEndpointTest*:PeerSourceTest*:VerifyTest*:-HttpServerTest.AThousandConcurrentRefreshesAreAllAnswered:AuthenticatorTest.HowManyMayWaitForTheKeysIsBounded' --gtest_repeat="${IRSAFS_TSAN_REPEAT:-20}"
 
 echo "== libFuzzer"
 cmake --preset fuzz >/dev/null
