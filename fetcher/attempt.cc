@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/text.h"
+#include "common/validator.h"
 
 namespace irsafs {
 namespace {
@@ -35,6 +36,15 @@ std::string redacted(std::string_view body, const Secret& token) {
 
 std::string describe_status(long status, std::string_view body, const Secret& token, std::size_t max_bytes) {
   return "HTTP " + std::to_string(status) + ": " + first_line(redacted(body, token), max_bytes);
+}
+
+std::optional<Attempt> config_response(HttpResponse& response, const std::string& where) {
+  if (response.status != 200) return std::nullopt;
+  if (Validation v = validate_config(response.body); !v) {
+    return Attempt{Attempt::Verdict::kRetry, where + "HTTP 200 but not an AWS config: " + v.reason,
+                   usable_retry_after(response), {}};
+  }
+  return Attempt{Attempt::Verdict::kSuccess, {}, {}, std::move(response.body)};
 }
 
 std::optional<Duration> usable_retry_after(const HttpResponse& response) {

@@ -45,6 +45,24 @@ FetchResult run_attempts(const RetryPolicy& retry, Duration deadline, Clock& clo
 // error), nullopt when it completed. `where` prefixes the error ("irsa-svc URL: ").
 std::optional<Attempt> incomplete_response(const HttpResponse& response, const std::string& where);
 
+// A 200's verdict: success with the body when it is a valid AWS config, else a retry whose error
+// names the rule and its position only (a body that is almost a config holds secrets); nullopt
+// for another status. The body is moved out on success.
+std::optional<Attempt> config_response(HttpResponse& response, const std::string& where);
+
+// Wipes a response body on the way out of an attempt, whatever is returned: an error page may
+// echo the token, and a config not handed back is no one's to keep.
+class WipedOnExit {
+ public:
+  explicit WipedOnExit(std::string& s) : s_(s) {}
+  ~WipedOnExit() { Secret::wipe_string(s_); }
+  WipedOnExit(const WipedOnExit&) = delete;
+  WipedOnExit& operator=(const WipedOnExit&) = delete;
+
+ private:
+  std::string& s_;
+};
+
 // "HTTP 503: <first line of the body>", the body's first line bounded (`max_bytes`), made
 // printable, with `token` cut out (a server or proxy may echo the request in an error page).
 std::string describe_status(long status, std::string_view body, const Secret& token, std::size_t max_bytes = 120);

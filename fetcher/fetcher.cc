@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "common/validator.h"
 #include "fetcher/attempt.h"
 
 namespace irsafs {
@@ -57,23 +56,12 @@ Attempt Fetcher::attempt_once(TimePoint deadline, FetchResult& result, std::stop
   post.timeout = remaining();
   ++result.requests;
   HttpResponse response = transport_.perform(post, stop);
-  // Whatever is not handed back as the config is wiped on the way out: an error page may echo
-  // the token.
-  struct WipeBody {
-    std::string& body;
-    ~WipeBody() { Secret::wipe_string(body); }
-  } wipe_body{response.body};
+  const WipedOnExit wipe_body(response.body);
 
   const std::string where = "irsa-svc " + settings_.endpoint + ": ";
   if (auto failed = incomplete_response(response, where)) return *failed;
+  if (auto config = config_response(response, where)) return *config;
   const std::optional<Duration> retry_after = usable_retry_after(response);
-  if (response.status == 200) {
-    if (Validation v = validate_config(response.body); !v) {
-      // The rule and its position only: a body that is almost a config holds secrets.
-      return {Verdict::kRetry, where + "HTTP 200 but not an AWS config: " + v.reason, retry_after, {}};
-    }
-    return {Verdict::kSuccess, {}, {}, std::move(response.body)};
-  }
   const std::string why = where + describe_status(response.status, response.body, bearer);
   if (response.status == 401) return {Verdict::kRetryNow, why, {}, {}};
   if (is_retryable_status(response.status)) return {Verdict::kRetry, why, retry_after, {}};

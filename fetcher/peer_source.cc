@@ -11,7 +11,6 @@
 
 #include "common/sha256.h"
 #include "common/text.h"
-#include "common/validator.h"
 
 namespace irsafs {
 namespace {
@@ -107,19 +106,11 @@ Attempt PeerSource::attempt_once(TimePoint deadline, FetchResult& result, std::s
   get.timeout = std::max(Duration(std::chrono::milliseconds(1)), deadline - clock_.now());
   ++result.peer_requests;
   HttpResponse response = transport_.perform(get, stop);
-  struct WipeBody {
-    std::string& body;
-    ~WipeBody() { Secret::wipe_string(body); }
-  } wipe_body{response.body};
+  const WipedOnExit wipe_body(response.body);
 
   if (auto failed = incomplete_response(response, where)) return *failed;
+  if (auto config = config_response(response, where)) return *config;
   const std::optional<Duration> retry_after = usable_retry_after(response);
-  if (response.status == 200) {
-    if (Validation v = validate_config(response.body); !v) {
-      return {Verdict::kRetry, where + "HTTP 200 but not an AWS config: " + v.reason, retry_after, {}};
-    }
-    return {Verdict::kSuccess, {}, {}, std::move(response.body)};
-  }
   if (response.status == 304) {
     if (last_sha256_.empty()) return {Verdict::kRetry, where + "HTTP 304 to a request that was not conditional", {}, {}};
     return {Verdict::kSuccess, {}, {}, last_};
