@@ -28,6 +28,7 @@ using testing::good_claims;
 using testing::jwks_of;
 using testing::rsa_key;
 using testing::sign_token;
+using testing::with_bad_signature;
 
 constexpr const char* kDiscoveryUrl =
     "https://oidc.eks.us-west-2.amazonaws.com/id/TESTCLUSTER/.well-known/openid-configuration";
@@ -432,8 +433,7 @@ TEST_F(AuthenticatorTest, EachRefusalLogsOneLineWithoutTheToken) {
   json c = good_claims(clock.wall_now());
   c["aud"] = "sts.amazonaws.com";
   const std::string wrong_aud = sign_token(ec_key(), c);
-  std::string bad_sig = sign_token(rsa_key(), good_claims(clock.wall_now()));
-  bad_sig[bad_sig.rfind('.') + 20] ^= 1;
+  const std::string bad_sig = with_bad_signature(sign_token(rsa_key(), good_claims(clock.wall_now())));
   json other = good_claims(clock.wall_now());
   other["sub"] = "system:serviceaccount:other:sa";
   const std::string other_sub = sign_token(rsa_key(), other);

@@ -109,6 +109,15 @@ inline std::string sign_token(const TestKey& key, const nlohmann::json& payload,
 }
 
 // A token assembled by hand: whatever header, payload and signature bytes.
+// `token` with one character of its signature changed to another base64url character: still
+// well-formed, no longer the signature (flipping a bit could make it a character that is not
+// base64url, and the token would be refused as malformed instead).
+inline std::string with_bad_signature(std::string token) {
+  char& c = token[token.rfind('.') + 20];
+  c = c == 'A' ? 'B' : 'A';
+  return token;
+}
+
 inline std::string forge_token(const std::string& header, const std::string& payload, const std::string& signature) {
   return b64url(header) + "." + b64url(payload) + "." + b64url(signature);
 }
